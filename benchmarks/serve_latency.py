@@ -1,0 +1,333 @@
+"""Serving latency and throughput of semore-serve on loopback, against the in-process floor.
+
+Measures, in one run:
+  * in-process ``OnnxPolicy.act`` on one stack: the floor any server adds to;
+  * single-stream StreamAct round trip through ``PolicyClient.session().step`` (what a robot
+    runs): p50/p99 and frames/s;
+  * aggregate frames/s and per-step p99 at several concurrent streams (1, 8, 32, 64 by default),
+    driven by a lean asyncio load generator in a separate process, so that the client's own
+    CPU cost (on the same cores as the server here) distorts the server's figure as little as possible.
+
+Targets on the 2-core development CPU: single-stream p50 <= in-process p50 + 0.5 ms, and
+aggregate throughput at 32 streams >= 2x single stream. Results go to
+benchmarks/results/serve_latency.json and a printed table.
+
+    python benchmarks/serve_latency.py                 # builds the tiny test policy
+    python benchmarks/serve_latency.py --model policy.onnx --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from semore_runtime.client import PolicyClient  # noqa: E402
+from semore_runtime.frame_stack import FrameStack  # noqa: E402
+from semore_runtime.policy import OnnxPolicy  # noqa: E402
+
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "serve_latency.json"
+OVERHEAD_TARGET_MS = 0.5
+RATIO_TARGET = 2.0
+
+
+def percentiles(seconds: list[float] | np.ndarray) -> dict[str, float]:
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+        "p90_ms": round(float(np.percentile(ms, 90)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "mean_ms": round(float(ms.mean()), 4),
+    }
+
+
+def tiny_policy(folder: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("tiny_policy", ROOT / "tests" / "serve" / "tiny_policy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_tiny_policy(folder / "tiny_policy.onnx")
+
+
+def test_frames(policy_spec, n: int = 64, seed: int = 0) -> np.ndarray:
+    h, w, c = policy_spec.frame_shape
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+# -- in-process floor ----------------------------------------------------------------------------
+
+
+def measure_in_process(model: Path, device: str, n: int, warmup: int) -> dict:
+    policy = OnnxPolicy(model, device=device)  # OnnxPolicy's defaults: what a robot would run in-process
+    frames = test_frames(policy.spec)
+    stack = FrameStack(policy.spec.frame_stack, policy.spec.frame_shape)
+    stacks = [stack.push(frames[i % len(frames)]) for i in range(len(frames))]
+    for i in range(warmup):
+        policy.act(stacks[i % len(stacks)])
+    times = []
+    for i in range(n):
+        s = stacks[i % len(stacks)]
+        t0 = time.perf_counter()
+        policy.act(s)
+        times.append(time.perf_counter() - t0)
+    return {**percentiles(times), "n": n, "provider": policy.provider, "spec": policy.spec}
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+def start_server(model: Path, device: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "serve", "--model", str(model), "--port", "0", "--device", device]
+    cmd += ["--log-level", "warning", *extra]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True
+    )
+    line = proc.stdout.readline()
+    if not line.startswith("SERVING "):
+        proc.kill()
+        raise SystemExit(f"semore-serve did not start ({' '.join(cmd)}): {line!r}")
+    return proc, line.split()[1]
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+# -- single stream through PolicyClient ------------------------------------------------------------
+
+
+def measure_single_stream(address: str, n: int, warmup: int) -> dict:
+    with PolicyClient(address) as client:
+        frames = test_frames(client.spec())
+        with client.session() as session:
+            for i in range(warmup):
+                session.step(frames[i % len(frames)])
+            times, server_us, inference_us = [], [], []
+            t_start = time.perf_counter()
+            for i in range(n):
+                frame = frames[i % len(frames)]
+                t0 = time.perf_counter()
+                session.step(frame)
+                times.append(time.perf_counter() - t0)
+                server_us.append(session.last.server_us)
+                inference_us.append(session.last.inference_us)
+            total = time.perf_counter() - t_start
+    return {
+        **percentiles(times),
+        "n": n,
+        "frames_per_s": round(n / total, 1),
+        "server_side_p50_ms": round(float(np.median(server_us)) / 1e3, 4),
+        "server_inference_p50_ms": round(float(np.median(inference_us)) / 1e3, 4),
+    }
+
+
+# -- concurrent streams: an asyncio load generator in worker processes -----------------------------
+
+
+async def _drive_streams(address: str, n_streams: int, n_frames: int, warmup: int, start_at: float):
+    import grpc
+
+    from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        spec = await stub.GetSpec(policy_pb2.GetSpecRequest())
+        frames = np.random.default_rng(1).integers(0, 256, (16, spec.height, spec.width, 3), dtype=np.uint8)
+        wires = [
+            policy_pb2.Frame(
+                data=f.tobytes(), height=spec.height, width=spec.width, encoding=policy_pb2.Frame.RAW_RGB8
+            )
+            for f in frames
+        ]
+        calls = [stub.StreamAct() for _ in range(n_streams)]
+        for call in calls:  # open and warm every stream before the clock starts
+            for i in range(warmup):
+                await call.write(policy_pb2.Observation(seq=i, frame=wires[i % 16], reset=i == 0))
+                await call.read()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+
+        async def run(call) -> tuple[list[float], list[int], float, float]:
+            lat, batch = [], []
+            t_first = time.perf_counter()
+            for i in range(n_frames):
+                obs = policy_pb2.Observation(seq=warmup + i, frame=wires[i % 16])
+                t0 = time.perf_counter()
+                await call.write(obs)
+                action = await call.read()
+                lat.append(time.perf_counter() - t0)
+                batch.append(action.batch_size)
+            t_last = time.perf_counter()
+            await call.done_writing()
+            return lat, batch, t_first, t_last
+
+        wall0 = time.time()
+        perf0 = time.perf_counter()
+        results = await asyncio.gather(*(run(c) for c in calls))
+        # Report absolute start/end times so the parent can merge workers.
+        starts = [wall0 + (r[2] - perf0) for r in results]
+        ends = [wall0 + (r[3] - perf0) for r in results]
+        return [x for r in results for x in r[0]], [x for r in results for x in r[1]], min(starts), max(ends)
+
+
+def _worker(address: str, n_streams: int, n_frames: int, warmup: int, start_at: float, queue) -> None:
+    try:
+        queue.put(asyncio.run(_drive_streams(address, n_streams, n_frames, warmup, start_at)))
+    except Exception as exc:  # surface worker failures in the parent
+        queue.put(exc)
+
+
+def measure_concurrent(address: str, n_streams: int, n_frames: int, warmup: int, workers: int) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    workers = max(1, min(workers, n_streams))
+    shares = [n_streams // workers + (1 if i < n_streams % workers else 0) for i in range(workers)]
+    start_at = time.time() + 2.0 + 0.02 * n_streams  # time for the workers to import and connect
+    procs = [
+        ctx.Process(target=_worker, args=(address, share, n_frames, warmup, start_at, queue))
+        for share in shares
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(30)
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    lat = [x for r in results for x in r[0]]
+    batch = [x for r in results for x in r[1]]
+    t0, t1 = min(r[2] for r in results), max(r[3] for r in results)
+    return {
+        "streams": n_streams,
+        "frames": len(lat),
+        "frames_per_s": round(len(lat) / (t1 - t0), 1),
+        **percentiles(lat),
+        "mean_batch_size": round(float(np.mean(batch)), 2),
+        "max_batch_size": int(np.max(batch)),
+        "client_processes": workers,
+    }
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="policy .onnx (default: build the tiny test policy)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--frames", type=int, default=3000, help="single-stream and in-process measured steps")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--streams", default="1,8,32,64", help="concurrency levels")
+    p.add_argument("--frames-per-stream", type=int, default=300)
+    p.add_argument("--workers", type=int, default=1, help="load-generator processes for concurrent streams")
+    p.add_argument("--server-arg", action="append", default=[], help="extra semore-serve flag (repeatable)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or tiny_policy(Path(tmp))
+        floor = measure_in_process(model, args.device, args.frames, args.warmup)
+        spec = floor.pop("spec")
+        proc, address = start_server(model, args.device, args.server_arg)
+        try:
+            single = measure_single_stream(address, args.frames, args.warmup)
+            levels = [int(s) for s in args.streams.split(",") if s]
+            concurrent = [
+                measure_concurrent(address, c, args.frames_per_stream, 20, args.workers) for c in levels
+            ]
+        finally:
+            exit_code = stop_server(proc)
+    load_after = os.getloadavg()
+
+    by_streams = {c["streams"]: c for c in concurrent}
+    overhead = single["p50_ms"] - floor["p50_ms"]
+    ratio_32 = by_streams[32]["frames_per_s"] / single["frames_per_s"] if 32 in by_streams else None
+    ratio_32_vs_1 = (
+        by_streams[32]["frames_per_s"] / by_streams[1]["frames_per_s"]
+        if 32 in by_streams and 1 in by_streams
+        else None
+    )
+    result = {
+        "benchmark": "serve_latency",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_1m_before": round(load_before[0], 2),
+            "loadavg_1m_after": round(load_after[0], 2),
+        },
+        "model": {
+            "path": str(args.model) if args.model else "tiny test policy (tests/serve/tiny_policy.py)",
+            "stack_shape": list(spec.stack_shape),
+            "action_dim": spec.action_dim,
+            "device": args.device,
+            "provider": floor.pop("provider"),
+        },
+        "server_args": args.server_arg,
+        "in_process": floor,
+        "single_stream": single,
+        "concurrent": concurrent,
+        "single_stream_overhead_ms": round(overhead, 4),
+        "throughput_ratio_32_streams": round(ratio_32, 2) if ratio_32 else None,
+        "throughput_ratio_32_vs_1_streams_same_client": round(ratio_32_vs_1, 2) if ratio_32_vs_1 else None,
+        "targets": {
+            "single_stream_overhead_ms_max": OVERHEAD_TARGET_MS,
+            "throughput_ratio_32_streams_min": RATIO_TARGET,
+            "overhead_met": overhead <= OVERHEAD_TARGET_MS,
+            "ratio_met": bool(ratio_32 and ratio_32 >= RATIO_TARGET),
+        },
+        "server_exit_code": exit_code,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    where = f"{result['model']['path']}, stack {spec.stack_shape}, {os.cpu_count()} CPUs"
+    print(f"\nsemore-serve on loopback, {where}")
+    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}\n")
+    print(f"{'measurement':<34}{'p50 ms':>9}{'p99 ms':>9}{'frames/s':>11}{'batch':>7}")
+    print("-" * 70)
+    print(f"{'in-process OnnxPolicy.act':<34}{floor['p50_ms']:>9.3f}{floor['p99_ms']:>9.3f}{'':>11}{'':>7}")
+    print(
+        f"{'1 stream, PolicyClient session':<34}{single['p50_ms']:>9.3f}{single['p99_ms']:>9.3f}"
+        f"{single['frames_per_s']:>11.0f}{'':>7}"
+    )
+    for c in concurrent:
+        label = f"{c['streams']} streams (aggregate)"
+        print(
+            f"{label:<34}{c['p50_ms']:>9.3f}{c['p99_ms']:>9.3f}{c['frames_per_s']:>11.0f}{c['mean_batch_size']:>7.1f}"
+        )
+    print("-" * 70)
+    verdict = "met" if result["targets"]["overhead_met"] else "MISSED"
+    print(f"single-stream overhead (p50 - in-process p50): {overhead:.3f} ms (target <= 0.5: {verdict})")
+    if ratio_32:
+        verdict = "met" if result["targets"]["ratio_met"] else "MISSED"
+        print(f"throughput 32 streams / single stream: {ratio_32:.2f}x (target >= 2: {verdict})")
+    if ratio_32_vs_1:
+        print(f"throughput 32 streams / 1 stream, same load generator: {ratio_32_vs_1:.2f}x")
+    print(f"server exit code after SIGTERM: {exit_code}\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

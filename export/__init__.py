@@ -1,0 +1,1 @@
+"""Export: a training checkpoint to one self-describing ONNX policy file (encoder + actor + preprocessing)."""

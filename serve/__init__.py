@@ -1,0 +1,5 @@
+"""semore-serve: the gRPC policy server (dynamic micro-batching, TLS, auth, metrics).
+
+Kept apart from ``semore_runtime`` because a robot needs the client and the policy, not the
+server's extra dependencies (grpcio-health-checking, grpcio-reflection, prometheus_client, Pillow).
+"""

@@ -1,0 +1,256 @@
+"""Export: parity with torch, the spec inside the file, clear errors, agreement in simulation."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.onnx_export import FP32_TOLERANCE, export_checkpoint
+from export.policy_graph import load_policy_graph
+from semore_runtime.policy import OnnxPolicy, PolicyLoadError
+from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
+from tests.conftest import ROOT, TINY
+from training import checkpoint
+from training.agent import Agent
+from training.config import load_config
+from training.envs import make_env
+from training.evaluate import env_config_for, to_unit
+
+TASK = ["env.id=dmc:cartpole-balance", "teacher.objects=[cart, pole_1]"]
+
+
+def make_checkpoint(path, encoder: str, seed: int = 0):
+    """A checkpoint as semore-train writes it, from a freshly initialised agent."""
+    overrides = [*TINY, *TASK, f"encoder.kind={encoder}", "env.image_size=48", "encoder.layers=3"]
+    if encoder == "pixel":
+        overrides.append("teacher.kind=none")
+    config = load_config(overrides=overrides)
+    torch.manual_seed(seed)
+    env = make_env(config.env, 0)
+    agent = Agent(config, env.action_dim, torch.device("cpu"))
+    state = {
+        "config": config.model_dump(mode="json"),
+        "agent": agent.state_dict(),
+        "step": 123,
+        "env": {
+            "id": config.env.id,
+            "action_low": env.action_low.tolist(),
+            "action_high": env.action_high.tolist(),
+        },
+    }
+    checkpoint.save_atomic(state, path)
+    return config, agent
+
+
+@pytest.fixture(scope="module", params=["semore", "pixel"])
+def exported(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    config, agent = make_checkpoint(folder / "checkpoint.pt", request.param)
+    report = export_checkpoint(folder / "checkpoint.pt", folder / "policy.onnx")
+    return config, agent, report
+
+
+def test_parity_for_both_encoders_on_real_and_random_frames(exported):
+    _, _, report = exported
+    assert set(report.max_abs_diff) == {"random_b1", "random_b32", "real_b1", "real_b32"}
+    assert report.worst <= FP32_TOLERANCE
+    print(f"{report.spec.encoder_kind}: max |onnx - torch| = {report.worst:.2e}")
+
+
+def test_file_is_valid_self_describing_and_batch_dynamic(exported):
+    config, _, report = exported
+    model = onnx.load(str(report.path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == ["frames"] and [o.name for o in model.graph.output] == [
+        "action"
+    ]
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    policy = OnnxPolicy(report.path, device="cpu")
+    assert policy.spec == report.spec
+    assert policy.spec.encoder_kind == config.encoder.kind and policy.spec.training_frames == 123 * 8
+    assert policy.spec.action_repeat == 8 and policy.spec.stack_shape == (3, 48, 48, 3)
+    frames = np.random.default_rng(0).integers(0, 256, (7, 3, 48, 48, 3), dtype=np.uint8)
+    actions = policy.act(frames)
+    assert actions.shape == (7, 1) and actions.dtype == np.float32
+    np.testing.assert_allclose(policy.act(frames[0]), actions[0], atol=1e-6)
+    assert (actions >= -1).all() and (actions <= 1).all()
+
+
+def test_actions_land_in_the_env_bounds(tmp_path):
+    config = load_config(
+        overrides=[*TINY, "env.id=gym:CarRacing-v3", "teacher.objects=[road, car]", "env.image_size=48"]
+    )
+    torch.manual_seed(0)
+    agent = Agent(config, 3, torch.device("cpu"))
+    state = {
+        "config": config.model_dump(mode="json"),
+        "agent": agent.state_dict(),
+        "step": 1,
+        "env": {"id": config.env.id, "action_low": [-1.0, 0.0, 0.0], "action_high": [1.0, 1.0, 1.0]},
+    }
+    checkpoint.save_atomic(state, tmp_path / "checkpoint.pt")
+    report = export_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "policy.onnx", use_env_frames=False)
+    frames = np.random.default_rng(1).integers(0, 256, (32, 3, 48, 48, 3), dtype=np.uint8)
+    actions = OnnxPolicy(report.path, device="cpu").act(frames)
+    assert (actions[:, 0] >= -1).all() and (actions[:, 1:] >= 0).all() and (actions <= 1).all()
+    graph, _ = load_policy_graph(tmp_path / "checkpoint.pt")
+    with torch.no_grad():
+        unit = agent.actor.mean_action(
+            agent.encoder(
+                torch.as_tensor(frames).permute(0, 1, 4, 2, 3).reshape(32, 9, 48, 48).float() / 255 - 0.5
+            ).feature
+        )
+    np.testing.assert_allclose(to_unit(actions, [-1, 0, 0], [1, 1, 1]), unit.numpy(), atol=1e-4)
+
+
+def test_checkpoint_and_onnx_evaluations_agree_on_seeded_episodes(exported):
+    """Lockstep on two identically seeded envs, one driven by the checkpoint, one by the ONNX file.
+
+    Their actions differ by ~1e-7, which after tens of steps can flip one pixel, after which the
+    (chaotic) dynamics drift apart; so returns are compared over the first 30 steps, and actions
+    on every step of whole episodes, on the ONNX run's own observations.
+    """
+    config, agent, report = exported
+    policy = OnnxPolicy(report.path, device="cpu")
+    spec = policy.spec
+    onnx_env, torch_env = make_env(env_config_for(spec, None), seed=7), make_env(config.env, seed=7)
+    for _ in range(2):
+        onnx_step, torch_step = onnx_env.reset(), torch_env.reset()
+        onnx_return = torch_return = 0.0
+        steps = 0
+        while not onnx_step.last:
+            onnx_action = to_unit(policy.act(onnx_step.stack), spec.action_low, spec.action_high)
+            np.testing.assert_allclose(onnx_action, agent.act(onnx_step.stack, explore=False), atol=1e-4)
+            onnx_step = onnx_env.step(onnx_action)
+            if steps < 30:
+                torch_step = torch_env.step(agent.act(torch_step.stack, explore=False))
+                onnx_return, torch_return = onnx_return + onnx_step.reward, torch_return + torch_step.reward
+            steps += 1
+        assert steps == 1000 // config.env.action_repeat
+        assert onnx_return == pytest.approx(torch_return, rel=1e-2)
+
+
+def test_spec_validation_errors_name_the_field():
+    fields = dict(
+        height=8,
+        width=8,
+        frame_stack=3,
+        action_dim=2,
+        action_low=[-1, -1],
+        action_high=[1, 1],
+        env_id="x",
+        encoder_kind="semore",
+        teacher_kind="sim",
+        training_frames=0,
+    )
+    PolicySpec(**fields)
+    with pytest.raises(ValueError, match="action_dim=2"):
+        PolicySpec(**{**fields, "action_low": [-1]})
+    with pytest.raises(ValueError, match="encoder_kind"):
+        PolicySpec(**{**fields, "encoder_kind": "resnet"})
+    with pytest.raises(ValueError, match="below"):
+        PolicySpec(**{**fields, "action_low": [1, 1]})
+
+
+def test_unusable_files_give_clear_errors(tmp_path, exported):
+    _, _, report = exported
+    with pytest.raises(FileNotFoundError, match="not found"):
+        OnnxPolicy(tmp_path / "missing.onnx")
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model")
+    with pytest.raises(PolicyLoadError, match="not a loadable ONNX model"):
+        OnnxPolicy(text)
+    corrupted = tmp_path / "corrupted.onnx"
+    data = report.path.read_bytes()
+    corrupted.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PolicyLoadError):
+        OnnxPolicy(corrupted)
+    model = onnx.load(str(report.path))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(PolicyLoadError, match=SPEC_METADATA_KEY):
+        OnnxPolicy(bare)
+
+
+def test_bad_frames_are_rejected(exported):
+    policy = OnnxPolicy(exported[2].path, device="cpu")
+    with pytest.raises(ValueError, match="shape"):
+        policy.act(np.zeros((3, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        policy.act(np.zeros((3, 48, 48, 3), np.float32))
+
+
+def test_cuda_without_a_gpu_is_an_error_not_a_fallback(exported):
+    import onnxruntime as ort
+
+    from semore_runtime.policy import DeviceUnavailableError, _cuda_driver_present
+
+    if _cuda_driver_present():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceUnavailableError, match="cuda"):
+        OnnxPolicy(exported[2].path, device="cuda")
+    assert OnnxPolicy(exported[2].path, device="auto").provider == "CPUExecutionProvider"
+    assert ort.get_available_providers()
+
+
+def test_export_and_eval_commands(tmp_path):
+    make_checkpoint(tmp_path / "checkpoint.pt", "semore")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.cli",
+            "--checkpoint",
+            str(tmp_path / "checkpoint.pt"),
+            "--out",
+            str(tmp_path / "p.onnx"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "parity vs torch" in out.stdout
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.evaluate",
+            "--model",
+            str(tmp_path / "p.onnx"),
+            "--episodes",
+            "1",
+            "--json",
+            str(tmp_path / "e.json"),
+            "--perturb",
+            "occlusion",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "return" in result.stdout and "p99" in result.stdout
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.cli",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--out",
+            str(tmp_path / "x.onnx"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 1 and "no checkpoint" in missing.stderr
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,261 @@
+"""PolicyClient against a real semore-serve on loopback: sessions, unary calls, typed errors,
+reconnects with frame replay, auth and TLS."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from semore_runtime.client import (
+    AuthenticationError,
+    InvalidInputError,
+    PolicyClient,
+    PolicyServerError,
+    PolicyUnavailableError,
+    ServerBusyError,
+)
+from semore_runtime.policy import OnnxPolicy
+
+# The tiny test policy and helpers live with the serving tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+from serve_helpers import expected_actions, make_certs, make_self_signed, random_frames  # noqa: E402
+from tiny_policy import build_tiny_policy  # noqa: E402
+
+from serve.server import build_server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def policy_path(tmp_path_factory) -> Path:
+    return build_tiny_policy(tmp_path_factory.mktemp("client_policy") / "tiny_policy.onnx")
+
+
+@pytest.fixture(scope="module")
+def local_policy(policy_path) -> OnnxPolicy:
+    return OnnxPolicy(policy_path, device="cpu", threads=1, spinning=False)
+
+
+@pytest.fixture
+def start_server(policy_path):
+    servers = []
+
+    def start(**overrides):
+        overrides = {"model": policy_path, "port": 0, "device": "cpu", "threads": 1, **overrides}
+        server = build_server(**overrides).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
+
+
+@pytest.fixture(params=[None, 5.0], ids=["no-step-timeout", "step-timeout"])
+def step_timeout(request) -> float | None:
+    """Both ways a session reads responses: directly, and through the timeout reader thread."""
+    return request.param
+
+
+@pytest.fixture
+def client(server, step_timeout):
+    with PolicyClient(server.address, retries=2, backoff_initial=0.01, step_timeout=step_timeout) as c:
+        yield c
+
+
+def test_spec_and_unary_act(client, local_policy):
+    assert client.spec() == local_policy.spec
+    frames = random_frames(3, seed=40)
+    action = client.act(frames)
+    assert action.dtype == np.float32 and action.shape == (2,)
+    np.testing.assert_allclose(action, local_policy.act(frames), rtol=1e-4, atol=1e-5)
+
+
+def test_session_steps_and_resets_like_framestack(client, local_policy):
+    frames = random_frames(15, seed=41)
+    resets = {0, 6, 7, 12}
+    want = expected_actions(local_policy, frames, resets)
+    with client.session() as session:
+        for i, frame in enumerate(frames):
+            if i in resets:
+                session.reset()
+            np.testing.assert_allclose(session.step(frame), want[i], rtol=1e-4, atol=1e-5)
+            assert session.last.batch_size == 1 and session.last.inference_us > 0
+
+
+def test_png_and_jpeg_encodings(server, local_policy):
+    frames = random_frames(4, seed=42)
+    want = expected_actions(local_policy, frames)
+    with PolicyClient(server.address, encoding="png") as c, c.session() as session:
+        got = np.array([session.step(f) for f in frames])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # PNG is lossless
+    with PolicyClient(server.address, encoding="jpeg") as c:
+        assert c.act(frames[:3]).shape == (2,)
+
+
+def test_invalid_frame_is_a_typed_error_and_the_session_recovers(server, client, local_policy):
+    frames = random_frames(8, seed=43)
+    want = expected_actions(local_policy, frames)
+    with client.session() as session:
+        for i in range(4):
+            session.step(frames[i])
+        with pytest.raises(InvalidInputError) as info:
+            session.step(random_frames(1, seed=44, height=16, width=16)[0])
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "16x16" in info.value.details
+        # The rejected frame is not part of the episode: the next steps continue the same stack.
+        for i in range(4, 8):
+            np.testing.assert_allclose(session.step(frames[i]), want[i], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        client.act(np.zeros((3, 32, 32, 3), dtype=np.float32))
+
+
+def test_session_survives_a_server_restart(start_server, local_policy, step_timeout):
+    server = start_server()
+    port = server.port
+    frames = random_frames(10, seed=45)
+    want = expected_actions(local_policy, frames, {0, 8})
+    with PolicyClient(
+        server.address, retries=8, backoff_initial=0.02, backoff_max=0.2, step_timeout=step_timeout
+    ) as c:
+        session = c.session()
+        for i in range(5):
+            np.testing.assert_allclose(session.step(frames[i]), want[i], rtol=1e-4, atol=1e-5)
+        server.stop(grace=0)  # the connection drops mid-episode
+        start_server(port=port)  # ...and a new server comes up on the same port
+        for i in range(5, 10):
+            if i == 8:
+                session.reset()
+            # The session replays the last K-1 frames on the new stream: the actions are those of
+            # an unbroken stream.
+            np.testing.assert_allclose(session.step(frames[i]), want[i], rtol=1e-4, atol=1e-5)
+        assert session.reconnects >= 1
+        session.close()
+
+
+def test_unreachable_server_raises_after_retries():
+    with PolicyClient("127.0.0.1:1", retries=2, backoff_initial=0.01, timeout=2) as c:
+        t0 = time.monotonic()
+        with pytest.raises(PolicyUnavailableError) as info:
+            c.spec()
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - t0 < 10
+        with pytest.raises(PolicyUnavailableError), c.session() as session:
+            session.step(random_frames(1, seed=46)[0])
+
+
+def test_stream_limit_is_a_typed_error(start_server, step_timeout):
+    server = start_server(max_streams=1)
+    frame = random_frames(1, seed=47)[0]
+    with PolicyClient(server.address, retries=0, step_timeout=step_timeout) as c:
+        first = c.session()
+        first.step(frame)
+        with pytest.raises(ServerBusyError), c.session() as second:
+            second.step(frame)
+        first.close()
+        deadline = time.monotonic() + 5
+        while server.active_streams and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with c.session() as third:  # closing a session frees its slot on the server
+            assert third.step(frame).shape == (2,)
+
+
+def test_token_auth(start_server, tmp_path, step_timeout):
+    token_file = tmp_path / "token"
+    token_file.write_text("robot-token\n")
+    server = start_server(token_file=token_file)
+    frame = random_frames(1, seed=48)[0]
+    with (
+        PolicyClient(server.address, token_file=token_file, step_timeout=step_timeout) as c,
+        c.session() as session,
+    ):
+        assert session.step(frame).shape == (2,)
+    with PolicyClient(server.address) as c, pytest.raises(AuthenticationError):
+        c.spec()
+    with (
+        PolicyClient(server.address, token="wrong") as c,
+        pytest.raises(AuthenticationError),
+        c.session() as s,
+    ):
+        s.step(frame)
+    assert issubclass(AuthenticationError, PolicyServerError)
+
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+
+
+@needs_openssl
+def test_tls_and_mutual_tls(start_server, tmp_path, local_policy):
+    cert, key = make_self_signed(tmp_path / "tls")
+    server = start_server(tls_cert=cert, tls_key=key)
+    frames = random_frames(3, seed=49)
+    with PolicyClient(server.address, root_certificates=cert) as c:
+        np.testing.assert_allclose(c.act(frames), local_policy.act(frames), rtol=1e-4, atol=1e-5)
+    certs = make_certs(tmp_path / "mtls")
+    mtls = start_server(tls_cert=certs["server.pem"], tls_key=certs["server.key"], client_ca=certs["ca.pem"])
+    with (
+        PolicyClient(
+            mtls.address,
+            root_certificates=certs["ca.pem"],
+            client_cert=certs["client.pem"],
+            client_key=certs["client.key"],
+        ) as c,
+        c.session() as session,
+    ):
+        assert session.step(frames[0]).shape == (2,)
+    # No client certificate: the handshake fails.
+    with (
+        PolicyClient(mtls.address, root_certificates=certs["ca.pem"], retries=0) as c,
+        pytest.raises(PolicyServerError),
+    ):
+        c.spec()
+
+
+def test_step_timeout_and_closed_session(start_server):
+    server = start_server()
+    frame = random_frames(1, seed=50)[0]
+    with PolicyClient(server.address, step_timeout=5.0) as c:
+        session = c.session()
+        assert session.step(frame).shape == (2,)
+        session.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            session.step(frame)
+
+
+def test_step_timeout_fires_on_a_stalled_server(start_server):
+    server = start_server()
+    frame = random_frames(1, seed=51)[0]
+    with PolicyClient(server.address, step_timeout=0.2, retries=0) as c, c.session() as session:
+        assert session.step(frame).shape == (2,)
+        server.batcher.inline_when_alone = False
+        server.batcher._model_lock.acquire()  # the policy hangs
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(PolicyUnavailableError) as info:
+                session.step(frame)
+            assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - t0 < 2
+        finally:
+            server.batcher._model_lock.release()
+        assert session.step(frame).shape == (2,)  # a new stream, the stack replayed
+
+
+def test_session_works_inside_a_running_event_loop(server, local_policy):
+    import asyncio
+
+    frames = random_frames(3, seed=52)
+    want = expected_actions(local_policy, frames)
+
+    async def inside_loop():
+        with PolicyClient(server.address) as c, c.session() as session:
+            return [session.step(f) for f in frames]
+
+    np.testing.assert_allclose(np.array(asyncio.run(inside_loop())), want, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,1 @@
+"""Serving tests: a real semore-serve on loopback (see conftest.py)."""

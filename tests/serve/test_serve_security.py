@@ -1,0 +1,148 @@
+"""Bearer-token auth (on and off), TLS with a self-signed certificate, and mutual TLS."""
+
+from __future__ import annotations
+
+import shutil
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serve_helpers import make_certs, make_self_signed, random_frames, raw_frame
+
+from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+TOKEN = "s3cret-token-for-tests"
+
+
+def act_request(spec) -> policy_pb2.ActRequest:
+    return policy_pb2.ActRequest(frames=[raw_frame(f) for f in random_frames(spec.frame_stack, seed=20)])
+
+
+def stream_once(stub, metadata=None) -> policy_pb2.Action:
+    obs = policy_pb2.Observation(seq=1, frame=raw_frame(random_frames(1, seed=21)[0]))
+    return next(iter(stub.StreamAct(iter([obs]), metadata=metadata, timeout=5)))
+
+
+@pytest.fixture
+def auth_server(start_server, tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"# accepted tokens\nold-token\n{TOKEN}\n")
+    return start_server(token_file=token_file)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (None, "missing"),
+        ((("authorization", "Bearer wrong"),), "invalid bearer token"),
+        ((("authorization", TOKEN),), "invalid bearer token"),  # no scheme
+        ((("authorization", f"Basic {TOKEN}"),), "invalid bearer token"),
+    ],
+    ids=["none", "wrong", "no-scheme", "basic"],
+)
+def test_auth_rejects(auth_server, spec, metadata, message):
+    with grpc.insecure_channel(auth_server.address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        for call in (
+            lambda: stub.GetSpec(policy_pb2.GetSpecRequest(), metadata=metadata, timeout=5),
+            lambda: stub.Act(act_request(spec), metadata=metadata, timeout=5),
+            lambda: stream_once(stub, metadata),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert message in info.value.details()
+
+
+def test_auth_accepts_any_listed_token_and_leaves_health_open(auth_server, spec):
+    with grpc.insecure_channel(auth_server.address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        for token in (TOKEN, "old-token"):
+            metadata = (("authorization", f"Bearer {token}"),)
+            got = stub.GetSpec(policy_pb2.GetSpecRequest(), metadata=metadata, timeout=5)
+            assert got.frame_stack == spec.frame_stack
+            assert len(stub.Act(act_request(spec), metadata=metadata, timeout=5).action) == spec.action_dim
+            assert stream_once(stub, metadata).seq == 1
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(
+            health_pb2.HealthCheckRequest(service="semore.v1.PolicyService"), timeout=5
+        ).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_auth_off_needs_no_token(server, spec):
+    with grpc.insecure_channel(server.address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        assert len(stub.Act(act_request(spec), timeout=5).action) == spec.action_dim
+        assert stream_once(stub).seq == 1
+        # A token sent to a server without auth is simply ignored.
+        assert stream_once(stub, (("authorization", "Bearer whatever"),)).seq == 1
+
+
+@needs_openssl
+def test_tls_with_self_signed_certificate(start_server, tmp_path, local_policy, spec):
+    cert, key = make_self_signed(tmp_path / "tls")
+    server = start_server(tls_cert=cert, tls_key=key)
+    creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    frames = random_frames(spec.frame_stack, seed=22)
+    with grpc.secure_channel(server.address, creds) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        action = stub.Act(policy_pb2.ActRequest(frames=[raw_frame(f) for f in frames]), timeout=10)
+        np.testing.assert_allclose(action.action, local_policy.act(frames), rtol=1e-4, atol=1e-5)
+        assert stream_once(stub).seq == 1
+    # A plaintext client cannot talk to the TLS port.
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as info:
+        policy_pb2_grpc.PolicyServiceStub(channel).GetSpec(policy_pb2.GetSpecRequest(), timeout=3)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Nor can a client that does not trust the certificate.
+    other_cert, _ = make_self_signed(tmp_path / "other")
+    untrusted = grpc.ssl_channel_credentials(root_certificates=other_cert.read_bytes())
+    with grpc.secure_channel(server.address, untrusted) as channel, pytest.raises(grpc.RpcError) as info:
+        policy_pb2_grpc.PolicyServiceStub(channel).GetSpec(policy_pb2.GetSpecRequest(), timeout=3)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@needs_openssl
+def test_mutual_tls_and_token_together(start_server, tmp_path):
+    certs = make_certs(tmp_path / "mtls")
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    server = start_server(
+        tls_cert=certs["server.pem"],
+        tls_key=certs["server.key"],
+        client_ca=certs["ca.pem"],
+        token_file=token_file,
+    )
+    ca = certs["ca.pem"].read_bytes()
+    with_client_cert = grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=certs["client.key"].read_bytes(),
+        certificate_chain=certs["client.pem"].read_bytes(),
+    )
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    with grpc.secure_channel(server.address, with_client_cert) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        assert stream_once(stub, metadata).seq == 1
+        with pytest.raises(grpc.RpcError) as info:
+            stream_once(stub)  # a certificate is not a token
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    without_client_cert = grpc.ssl_channel_credentials(root_certificates=ca)
+    with (
+        grpc.secure_channel(server.address, without_client_cert) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        policy_pb2_grpc.PolicyServiceStub(channel).GetSpec(
+            policy_pb2.GetSpecRequest(), metadata=metadata, timeout=3
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_config_errors(policy_path):
+    from serve.server import build_server
+
+    with pytest.raises(ValueError, match="go together"):
+        build_server(model=policy_path, port=0, device="cpu", tls_cert=policy_path)
+    with pytest.raises(ValueError, match="needs --tls-cert"):
+        build_server(model=policy_path, port=0, device="cpu", client_ca=policy_path)

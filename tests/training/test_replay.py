@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from training.replay import ReplayBuffer
+
+
+def frame(i: int) -> np.ndarray:
+    return np.full((2, 2, 3), i, dtype=np.uint8)
+
+
+def fill(buffer: ReplayBuffer, episodes: list[int], terminal_last: bool = False) -> None:
+    """Episodes of the given lengths; frame values count up globally, rewards = 1 per step."""
+    value = 0
+    for length in episodes:
+        buffer.add_first(frame(value))
+        value += 1
+        for step in range(length):
+            last = step == length - 1
+            buffer.add(np.array([value], np.float32), 1.0, frame(value), terminal=terminal_last and last)
+            value += 1
+
+
+def make(capacity=100, k=3, n=3, gamma=0.5):
+    return ReplayBuffer(capacity, (2, 2, 3), 1, frame_stack=k, n_step=n, gamma=gamma, map_size=None)
+
+
+def test_frames_are_stored_once():
+    buffer = make()
+    fill(buffer, [10])
+    assert len(buffer) == 11
+    assert buffer.frames.shape == (100, 2, 2, 3)
+
+
+def test_stacks_fill_with_the_episode_first_frame():
+    buffer = make()
+    fill(buffer, [5, 5])  # episode 2 starts at absolute index 6 with frame value 6
+    stacks = buffer.stack(np.array([0, 1, 6, 7, 9]))
+    assert stacks[:, :, 0, 0, 0].tolist() == [[0, 0, 0], [0, 0, 1], [6, 6, 6], [6, 6, 7], [7, 8, 9]]
+
+
+def test_n_step_returns_and_bootstrapping():
+    buffer = make(n=3, gamma=0.5)
+    fill(buffer, [6])
+    rng = np.random.default_rng(0)
+    batch = buffer.sample(64, rng)
+    obs_last = batch.obs[:, -1, 0, 0, 0].astype(int)
+    next_last = batch.next_obs[:, -1, 0, 0, 0].astype(int)
+    n_eff = next_last - obs_last
+    assert set(n_eff.tolist()) <= {1, 2, 3}
+    # Near the time limit the window shortens; the return and discount follow it.
+    np.testing.assert_allclose(batch.reward, (1 - 0.5**n_eff) / (1 - 0.5))
+    np.testing.assert_allclose(batch.discount, 0.5**n_eff)
+    np.testing.assert_array_equal(n_eff, np.minimum(3, 6 - obs_last))
+    assert batch.actions.shape == (64, 3, 1)
+    np.testing.assert_allclose(batch.action[:, 0], obs_last + 1)
+
+
+def test_terminal_states_stop_bootstrapping():
+    buffer = make(n=3)
+    fill(buffer, [4], terminal_last=True)
+    batch = buffer.sample(64, np.random.default_rng(1))
+    reaches_end = batch.next_obs[:, -1, 0, 0, 0] == 4
+    assert reaches_end.any()
+    assert (batch.discount[reaches_end] == 0).all()
+    assert (batch.discount[~reaches_end] > 0).all()
+
+
+def test_ring_buffer_never_returns_overwritten_frames():
+    buffer = make(capacity=20, k=3, n=2)
+    fill(buffer, [7] * 6)
+    assert buffer.size == 48 and len(buffer) == 20
+    batch = buffer.sample(256, np.random.default_rng(2))
+    values = batch.obs[:, :, 0, 0, 0].astype(int)
+    assert values.min() >= 48 - 20
+    assert (np.diff(values, axis=1) >= 0).all()  # stacks stay in order, within one episode
+
+
+def test_state_round_trip(tmp_path):
+    buffer = make()
+    fill(buffer, [5, 3])
+    buffer.save(tmp_path / "replay.npz")
+    restored = make()
+    restored.load(tmp_path / "replay.npz")
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    a, b = buffer.sample(8, rng_a), restored.sample(8, rng_b)
+    np.testing.assert_array_equal(a.obs, b.obs)
+    np.testing.assert_array_equal(a.reward, b.reward)
+
+
+def test_empty_buffer_refuses_to_sample():
+    with pytest.raises(ValueError, match="no transition"):
+        make().sample(4, np.random.default_rng(0))
+
+
+def test_memory_per_transition_is_one_frame_plus_small_fields():
+    buffer = ReplayBuffer(1000, (84, 84, 3), 6, 3, 3, 0.99, map_size=21)
+    per_transition = buffer.nbytes / 1000
+    assert 84 * 84 * 3 < per_transition < 84 * 84 * 3 + 21 * 21 + 64

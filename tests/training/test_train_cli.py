@@ -1,0 +1,127 @@
+"""Real `semore-train` runs with tiny budgets: dm_control and CarRacing, kill -9 and resume."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train(out: Path, *overrides: str, resume: bool = False, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "training.cli", "--out", str(out)]
+    cmd += [arg for o in [*TINY, *overrides] for arg in ("--set", o)]
+    if resume:
+        cmd.append("--resume")
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        ["env.id=dmc:cartpole-balance", "teacher.objects=[cart, pole_1]"],
+        [
+            "env.id=gym:CarRacing-v3",
+            "teacher.objects=[road, car]",
+            "env.action_repeat=4",
+            "train.frames=240",
+            "train.seed_frames=80",
+            "train.eval_every_frames=240",
+        ],
+    ],
+    ids=["dmc", "car_racing"],
+)
+def test_tiny_run_writes_everything_a_user_looks_for(tmp_path, env):
+    out = tmp_path / "run"
+    log = finish(train(out, *env))
+    for name in ["checkpoint.pt", "config.yaml", "curve.png", "summary.json", "eval.csv", "update.csv"]:
+        assert (out / name).is_file(), name
+    assert (out / "eval.mp4").is_file() or (out / "eval.gif").is_file()
+    assert any((out / "tb").iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["curve"] and summary["curve"][-1]["frames"] == summary["frames"]
+    assert "checkpoint:" in log and "curve:" in log
+    with (out / "update.csv").open() as f:
+        columns = next(csv.reader(f))
+    assert {"critic", "transition", "reward", "knowledge_map", "contrastive", "actor"} <= set(columns)
+
+
+def test_pixel_baseline_without_teacher_runs(tmp_path):
+    out = tmp_path / "run"
+    finish(
+        train(
+            out, "encoder.kind=pixel", "teacher.kind=none", "train.frames=240", "train.eval_every_frames=240"
+        )
+    )
+    with (out / "update.csv").open() as f:
+        columns = next(csv.reader(f))
+    assert "critic" in columns and "knowledge_map" not in columns
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    finish(train(out, "teacher.objects=[cart]", "train.frames=160", "train.eval_every_frames=160"))
+    again = train(out, "teacher.objects=[cart]")
+    log, _ = again.communicate(timeout=120)
+    assert again.returncode == 2 and "--resume" in log
+
+
+def test_sigkill_mid_training_resumes_from_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    long = [
+        "teacher.objects=[cart, pole_1]",
+        "train.frames=100000",
+        "train.checkpoint_every_frames=160",
+        "train.eval_every_frames=100000",
+    ]
+    proc = train(out, *long, start_new_session=True)
+    ckpt = out / "checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (ckpt.exists() and _frames(out) >= 320):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the kill"
+
+    import torch
+
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["step"] * 8 >= 320
+    log = finish(
+        train(
+            out,
+            *long[:-2],
+            "train.frames=" + str(saved["step"] * 8 + 160),
+            "train.eval_every_frames=100000",
+            resume=True,
+        )
+    )
+    assert f"resumed {out} at {saved['step'] * 8} frames" in log
+    resumed = torch.load(ckpt, weights_only=False)
+    assert resumed["step"] > saved["step"]
+    assert resumed["agent"]["updates"] > saved["agent"]["updates"]
+
+
+def _frames(out: Path) -> int:
+    try:
+        import torch
+
+        return torch.load(out / "checkpoint.pt", weights_only=False)["step"] * 8
+    except Exception:  # mid-write or not there yet
+        return 0

@@ -1,0 +1,77 @@
+"""The environment protocol the trainer, the teachers and semore-eval share.
+
+Frames are H x W x 3 uint8; the agent always acts in [-1, 1]^A and the env maps that onto its
+own bounds; action repeat renders only the last frame; the K-frame stack uses the runtime's
+FrameStack so training and deployment stack frames identically. Torch-free on purpose:
+semore-eval runs exported policies through this with no torch installed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from semore_runtime import FrameStack
+from training.config import EnvConfig
+
+
+@dataclass
+class Step:
+    frame: np.ndarray  # [H, W, 3] uint8, the newest frame
+    stack: np.ndarray  # [K, H, W, 3] uint8, oldest first
+    reward: float  # summed over the action repeat
+    terminal: bool  # the task ended: no bootstrapping past it
+    last: bool  # the episode is over (terminal or time limit)
+
+
+class PixelEnv(ABC):
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+    def __init__(self, config: EnvConfig) -> None:
+        self.config = config
+        self.frame_shape = (config.image_size, config.image_size, 3)
+        self._stack = FrameStack(config.frame_stack, self.frame_shape)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_low)
+
+    def reset(self) -> Step:
+        self._stack.reset()
+        frame = self._reset()
+        return Step(frame, self._stack.push(frame), 0.0, False, False)
+
+    def step(self, action: np.ndarray) -> Step:
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        scaled = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
+        total = 0.0
+        terminal = truncated = False
+        for _ in range(self.config.action_repeat):
+            reward, terminal, truncated = self._advance(scaled)
+            total += reward
+            if terminal or truncated:
+                break
+        frame = self._render()
+        return Step(frame, self._stack.push(frame), total, terminal, terminal or truncated)
+
+    @abstractmethod
+    def _reset(self) -> np.ndarray:
+        """Starts an episode and returns its first frame."""
+
+    @abstractmethod
+    def _advance(self, action: np.ndarray) -> tuple[float, bool, bool]:
+        """One simulator step with an action in the env's own bounds: (reward, terminal, truncated)."""
+
+    @abstractmethod
+    def _render(self) -> np.ndarray:
+        """The current frame, [H, W, 3] uint8."""
+
+    @abstractmethod
+    def object_mask(self, objects: list[str]) -> np.ndarray:
+        """Ground truth: a bool [H, W] mask of the named objects' pixels in the current frame."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

@@ -1,0 +1,125 @@
+"""semore-eval: run an exported policy in simulation, in-process (OnnxPolicy) or through semore-serve.
+
+No torch in the loop: the policy is the ONNX file (or the server), the env is the same pixel env
+the policy was trained in, driven as the spec says (image size, frame stack, action repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def env_config_for(spec, env_id: str | None):
+    from training.config import EnvConfig
+
+    return EnvConfig(
+        id=env_id or spec.env_id,
+        image_size=spec.height,
+        frame_stack=spec.frame_stack,
+        action_repeat=spec.action_repeat,
+        camera=spec.camera,
+        render_quality=spec.render_quality,
+    )
+
+
+def to_unit(action: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
+    """An action in the env's bounds (what the policy outputs) back to the agent's [-1, 1]."""
+    low_, high_ = np.asarray(low), np.asarray(high)
+    return 2.0 * (np.asarray(action, dtype=np.float64) - low_) / (high_ - low_) - 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="semore-eval", description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="policy.onnx, run in-process")
+    source.add_argument("--server", help="host:port of a running semore-serve")
+    parser.add_argument("--env", help="env id (default: the one in the policy spec)")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--perturb", help="brightness | color-jitter | noise | occlusion")
+    parser.add_argument("--video", type=Path, help="write the first episode as mp4 (or gif)")
+    parser.add_argument("--json", type=Path, help="write the figures as JSON")
+    parser.add_argument("--token-file", help="bearer token for --server")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+    from training.envs import make_env
+    from training.perturb import make_perturbation
+    from training.rollout import run_episodes, write_video
+
+    try:
+        perturb = make_perturbation(args.perturb, args.seed) if args.perturb else None
+        if args.model is not None:
+            from semore_runtime.policy import OnnxPolicy
+
+            policy = OnnxPolicy(args.model, device=args.device)
+            spec, where = policy.spec, f"in-process on {policy.provider}"
+            act, on_reset, close = policy.act, None, lambda: None
+        else:
+            from semore_runtime.client import PolicyClient
+
+            client = PolicyClient(args.server, token_file=args.token_file)
+            spec, where = client.spec(), f"through semore-serve at {args.server}"
+            session = client.session()
+            act, on_reset = (lambda stack: session.step(stack[-1])), session.reset
+
+            def close() -> None:
+                session.close()
+                client.close()
+
+        env = make_env(env_config_for(spec, args.env), args.seed)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"semore-eval: {exc}", file=sys.stderr)
+        return 2
+
+    video: list[np.ndarray] | None = [] if args.video else None
+    try:
+        stats = run_episodes(
+            env,
+            lambda stack: to_unit(act(stack), spec.action_low, spec.action_high),
+            args.episodes,
+            video,
+            observe=perturb,
+            on_reset=on_reset,
+        )
+    finally:
+        close()
+    latency_ms = 1000 * np.asarray(stats.policy_seconds)
+    result = {
+        "model": str(args.model) if args.model else None,
+        "server": args.server,
+        "env": env.config.id,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "perturb": args.perturb,
+        "returns": [round(r, 3) for r in stats.returns],
+        "mean_return": round(stats.mean, 3),
+        "std_return": round(stats.std, 3),
+        "env_steps_per_s": round(stats.steps / stats.seconds, 1),
+        "latency_ms_p50": round(float(np.percentile(latency_ms, 50)), 3),
+        "latency_ms_p99": round(float(np.percentile(latency_ms, 99)), 3),
+    }
+    print(
+        f"{env.config.id}, {args.episodes} episodes, policy {where}"
+        + (f", perturbed: {args.perturb}" if perturb else "")
+    )
+    print(f"return          {stats.mean:.1f} ± {stats.std:.1f}")
+    print(f"env steps/s     {result['env_steps_per_s']:.1f}")
+    print(f"policy latency  p50 {result['latency_ms_p50']:.2f} ms, p99 {result['latency_ms_p99']:.2f} ms")
+    if video:
+        print(f"video           {write_video(video, args.video)}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"json            {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Encoders (Semore dual path, DrQ-v2 single path), actor and critics.
+
+Every encoder maps preprocessed frames [B, 3K, H, W] to one feature vector, so the learner and
+the export wrapper treat both kinds alike. `preprocess` is the uint8 -> float step that the
+exported ONNX graph bakes in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import EncoderConfig
+
+LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
+
+
+def preprocess(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, K, H, W, 3] (camera layout) -> float [B, 3K, H, W] in [-0.5, 0.5], oldest first."""
+    b, k, h, w, c = frames.shape
+    x = frames.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w)
+    return x.float() / 255.0 - 0.5
+
+
+def conv_stack(in_channels: int, channels: int, layers: int, strided: int = 1) -> nn.Sequential:
+    """DrQ-v2's trunk: 3x3 convs with ReLU, the first `strided` of them with stride 2 (DrQ-v2: 1)."""
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        modules += [
+            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, stride=2 if i < strided else 1),
+            nn.ReLU(),
+        ]
+    return nn.Sequential(*modules)
+
+
+def conv_output_size(image_size: int, layers: int, strided: int = 1) -> int:
+    size = image_size
+    for i in range(layers):
+        size = (size - 3) // (2 if i < strided else 1) + 1
+    return size
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight.data)
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight.data, nn.init.calculate_gain("relu"))
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+
+
+@dataclass
+class Encoding:
+    feature: torch.Tensor  # [B, D]: what the actor and critics read
+    semantic: torch.Tensor | None = None  # [B, F] semantic latent
+    motion: torch.Tensor | None = None  # [B, F] motion latent
+    knowledge_logits: torch.Tensor | None = None  # [B, 1, h, w] predicted knowledge map
+    semantic_map: torch.Tensor | None = None  # [B, C, h, w] before interaction
+
+
+class PixelEncoder(nn.Module):
+    """The DrQ-v2 baseline: all K frames through one conv stack, then Linear + LayerNorm + tanh."""
+
+    def __init__(self, config: EncoderConfig, frame_stack: int, image_size: int) -> None:
+        super().__init__()
+        side = conv_output_size(image_size, config.layers)
+        self.convs = conv_stack(3 * frame_stack, config.channels, config.layers)
+        self.project = nn.Sequential(
+            nn.Linear(config.channels * side * side, 2 * config.feature_dim),
+            nn.LayerNorm(2 * config.feature_dim),
+            nn.Tanh(),
+        )
+        self.feature_dim = 2 * config.feature_dim
+
+    def forward(self, x: torch.Tensor) -> Encoding:
+        return Encoding(self.project(self.convs(x).flatten(1)))
+
+
+def pool_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """[B, C, h, w] -> [B, grid^2, C] by average pooling over equal cells (zero-padded edges).
+
+    Static-shape pooling rather than adaptive pooling, so the graph exports to ONNX for any h.
+    """
+    cell = math.ceil(x.shape[-1] / grid)
+    pad = cell * grid - x.shape[-1]
+    pooled = F.avg_pool2d(F.pad(x, (0, pad, 0, pad)), cell)
+    return pooled.flatten(2).transpose(1, 2)
+
+
+class KnowledgeAttention(nn.Module):
+    """Knowledge tokens query one path's tokens (single-head cross-attention).
+
+    Attention runs on pooled tokens (grid^2 of them), not on every pixel: at 84 px a pixel-level
+    attention would be 1225 x 1225 per sample, more costly than the whole conv stack. The result,
+    one vector per grid cell, is added back onto its cell of the path's map inside `PathLatent`.
+    """
+
+    def __init__(self, query_channels: int, path_channels: int, dim: int = 32) -> None:
+        super().__init__()
+        self.query = nn.Linear(query_channels, dim)
+        self.key = nn.Linear(path_channels, dim)
+        self.value = nn.Linear(path_channels, dim)
+        self.out = nn.Linear(dim, path_channels)
+        self.scale = dim**-0.5
+
+    def forward(self, knowledge: torch.Tensor, path_tokens: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(
+            self.query(knowledge) @ self.key(path_tokens).transpose(1, 2) * self.scale, -1
+        )
+        return self.out(weights @ self.value(path_tokens))
+
+
+class PathLatent(nn.Module):
+    """LayerNorm(Linear(flatten(map + upsample(attended)))): a path's latent after the residual add.
+
+    The projection is linear, so the upsampled residual is folded into it: each attended token
+    meets the sum of the weights over its cell. Same function, but the full-resolution residual
+    map is never built, forward or backward (it was a tenth of a CPU update).
+    """
+
+    def __init__(self, channels: int, side: int, grid: int, dim: int) -> None:
+        super().__init__()
+        self.side, self.grid, self.cell = side, grid, math.ceil(side / grid)
+        self.linear = nn.Linear(channels * side * side, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def token_weights(self) -> torch.Tensor:
+        """[dim, grid^2 * C]: the linear weights summed over each token's cell, in (token, channel) order."""
+        dim = self.linear.out_features
+        weight = self.linear.weight.view(dim, -1, self.side, self.side)
+        pad = self.cell * self.grid - self.side
+        summed = F.avg_pool2d(F.pad(weight, (0, pad, 0, pad)), self.cell) * self.cell**2
+        return summed.flatten(2).transpose(1, 2).reshape(dim, -1)
+
+    def forward(self, feature_map: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(feature_map.flatten(1)) + attended.flatten(1) @ self.token_weights().T)
+
+
+class BilinearFusion(nn.Module):
+    """out = z1^T W_o z2 + b_o for every output o, as one matmul over the outer product.
+
+    Same function as nn.Bilinear, whose CPU kernel runs a batched matmul per output and cost a
+    third of a whole training update; this form is a single GEMM and exports as a plain MatMul.
+    """
+
+    def __init__(self, in1: int, in2: int, out: int) -> None:
+        super().__init__()
+        bound = in1**-0.5
+        self.weight = nn.Parameter(torch.empty(in1 * in2, out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(out).uniform_(-bound, bound))
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        outer = (z1.unsqueeze(2) * z2.unsqueeze(1)).flatten(1)
+        return outer @ self.weight + self.bias
+
+
+class SemoreEncoder(nn.Module):
+    """The dual-path encoder (DESIGN.md sections 1-2).
+
+    The semantic path reads the newest frame, the motion path the K-1 frame differences. A
+    knowledge head predicts the teacher's map from semantic features; the *predicted* map gates
+    the knowledge tokens, so inference needs no teacher. The motion path is light, as SlowFast's
+    fast pathway: half the channels and one more stride-2 layer (frame differences are sparse and
+    coarse), which keeps the dual path within a single path's compute.
+    """
+
+    def __init__(self, config: EncoderConfig, frame_stack: int, image_size: int) -> None:
+        super().__init__()
+        sem_ch, mot_ch = config.channels, max(config.channels // 2, 4)
+        self.side = conv_output_size(image_size, config.layers)
+        motion_side = conv_output_size(image_size, config.layers, strided=2)
+        self.grid = min(config.attention_grid, motion_side)
+        self.semantic_convs = conv_stack(3, sem_ch, config.layers)
+        self.motion_convs = conv_stack(3 * (frame_stack - 1), mot_ch, config.layers, strided=2)
+        self.knowledge_head = nn.Sequential(
+            nn.Conv2d(sem_ch, sem_ch // 2, 1), nn.ReLU(), nn.Conv2d(sem_ch // 2, 1, 1)
+        )
+        self.position = nn.Parameter(torch.zeros(1, self.grid * self.grid, sem_ch))
+        self.semantic_attention = KnowledgeAttention(sem_ch, sem_ch)
+        self.motion_attention = KnowledgeAttention(sem_ch, mot_ch)
+        fdim = config.feature_dim
+        self.semantic_latent = PathLatent(sem_ch, self.side, self.grid, fdim)
+        self.motion_latent = PathLatent(mot_ch, motion_side, self.grid, fdim)
+        self.fuse = BilinearFusion(fdim, fdim, 2 * fdim)
+        self.fuse_norm = nn.LayerNorm(2 * fdim)
+        self.feature_dim = 2 * fdim
+        self.semantic_channels = sem_ch
+
+    def forward(self, x: torch.Tensor) -> Encoding:
+        semantic = self.semantic_convs(x[:, -3:])
+        motion = self.motion_convs(x[:, 3:] - x[:, :-3])
+        knowledge_logits = self.knowledge_head(semantic)
+        knowledge = pool_tokens(semantic * torch.sigmoid(knowledge_logits), self.grid) + self.position
+        z_sem = self.semantic_latent(
+            semantic, self.semantic_attention(knowledge, pool_tokens(semantic, self.grid))
+        )
+        z_mot = self.motion_latent(motion, self.motion_attention(knowledge, pool_tokens(motion, self.grid)))
+        fused = torch.tanh(self.fuse_norm(self.fuse(z_sem, z_mot)))
+        return Encoding(fused, z_sem, z_mot, knowledge_logits, semantic)
+
+
+def make_encoder(config: EncoderConfig, frame_stack: int, image_size: int) -> PixelEncoder | SemoreEncoder:
+    if conv_output_size(image_size, config.layers, strided=2) < 1:
+        raise ValueError(
+            f"encoder.layers: {config.layers} conv layers leave nothing of a {image_size} px image"
+        )
+    cls = SemoreEncoder if config.kind == "semore" else PixelEncoder
+    encoder = cls(config, frame_stack, image_size)
+    encoder.apply(orthogonal_init)
+    return encoder
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
+    )
+
+
+class Actor(nn.Module):
+    """Tanh-Gaussian policy; `mean_action` is the deterministic action that gets exported."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = mlp(feature_dim, hidden, 2 * action_dim)
+        self.apply(orthogonal_init)
+
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_std = self.net(feature).chunk(2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mu, log_std
+
+    def mean_action(self, feature: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self(feature)[0])
+
+    def sample(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action in [-1, 1] and its log-probability (with the tanh correction)."""
+        mu, log_std = self(feature)
+        std = log_std.exp()
+        noise = torch.randn_like(mu)
+        pre_tanh = mu + std * noise
+        action = torch.tanh(pre_tanh)
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
+        return action, log_prob
+
+
+class Critic(nn.Module):
+    """Twin Q-networks on (feature, action)."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.q1 = mlp(feature_dim + action_dim, hidden, 1)
+        self.q2 = mlp(feature_dim + action_dim, hidden, 1)
+        self.apply(orthogonal_init)
+
+    def forward(self, feature: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([feature, action], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)

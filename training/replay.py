@@ -1,0 +1,179 @@
+"""Replay buffer storing each frame once and rebuilding K-frame stacks and n-step returns at sampling.
+
+Storing stacked observations would keep every frame K times (and twice more for next
+observations); here slot t holds frame t, the action taken from it and the reward that
+followed. Slots are addressed by absolute step index t (stored at t % capacity), which makes the
+"still in the buffer?" and "same episode?" checks plain integer comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from training.config import RunConfig
+
+
+@dataclass
+class Batch:
+    obs: np.ndarray  # [B, K, H, W, 3] uint8
+    action: np.ndarray  # [B, A]: the action taken from obs
+    reward: np.ndarray  # [B]: n-step discounted return
+    discount: np.ndarray  # [B]: gamma^n for bootstrapping, 0 past a terminal state
+    next_obs: np.ndarray  # [B, K, H, W, 3] uint8, n steps later (fewer at an episode's end)
+    step_reward: np.ndarray  # [B]: the one-step reward, target of the reward-prediction head
+    actions: np.ndarray  # [B, n, A]: the actions between obs and next_obs (zeros past the end)
+    knowledge_map: np.ndarray | None  # [B, m, m] uint8 teacher map of obs's newest frame
+
+
+class ReplayBuffer:
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: tuple[int, int, int],
+        action_dim: int,
+        frame_stack: int,
+        n_step: int,
+        gamma: float,
+        map_size: int | None,
+    ) -> None:
+        self.capacity, self.k, self.n, self.gamma = capacity, frame_stack, n_step, gamma
+        self.frames = np.zeros((capacity, *frame_shape), dtype=np.uint8)
+        self.maps = np.zeros((capacity, map_size, map_size), dtype=np.uint8) if map_size else None
+        self.actions = np.zeros((capacity, action_dim), dtype=np.float32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.has_action = np.zeros(capacity, dtype=bool)  # slot t has a transition t -> t + 1
+        self.terminal = np.zeros(capacity, dtype=bool)  # frame t is a terminal state
+        self.episode_start = np.zeros(capacity, dtype=np.int64)  # absolute index of t's first frame
+        self.size = 0  # absolute index of the next slot to write
+        self._episode_start = 0
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.frames, self.actions, self.rewards, self.has_action, self.terminal, self.episode_start]
+        return sum(a.nbytes for a in arrays) + (self.maps.nbytes if self.maps is not None else 0)
+
+    def __len__(self) -> int:
+        return min(self.size, self.capacity)
+
+    def add_first(self, frame: np.ndarray, knowledge_map: np.ndarray | None = None) -> None:
+        """The first frame of an episode."""
+        self._episode_start = self.size
+        self._write(frame, knowledge_map, terminal=False)
+
+    def add(
+        self,
+        action: np.ndarray,
+        reward: float,
+        frame: np.ndarray,
+        terminal: bool,
+        knowledge_map: np.ndarray | None = None,
+    ) -> None:
+        """The action taken from the last frame, the reward it earned, and the frame it led to."""
+        last = (self.size - 1) % self.capacity
+        self.actions[last] = action
+        self.rewards[last] = reward
+        self.has_action[last] = True
+        self._write(frame, knowledge_map, terminal)
+
+    def _write(self, frame: np.ndarray, knowledge_map: np.ndarray | None, terminal: bool) -> None:
+        slot = self.size % self.capacity
+        self.frames[slot] = frame
+        if self.maps is not None:
+            self.maps[slot] = knowledge_map
+        self.has_action[slot] = False
+        self.terminal[slot] = terminal
+        self.episode_start[slot] = self._episode_start
+        self.size += 1
+
+    def _valid(self, t: np.ndarray) -> np.ndarray:
+        oldest_kept = self.size - self.capacity
+        stack_start = np.maximum(t - self.k + 1, self.episode_start[t % self.capacity])
+        return self.has_action[t % self.capacity] & (stack_start >= oldest_kept)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        low = max(0, self.size - self.capacity)
+        if self.size - low < 2:
+            raise ValueError("the replay buffer holds no transition yet")
+        t = np.empty(0, dtype=np.int64)
+        while len(t) < batch_size:
+            draw = rng.integers(low, self.size - 1, size=2 * batch_size)
+            t = np.concatenate([t, draw[self._valid(draw)]])
+        t = t[:batch_size]
+
+        # n-step window: steps t .. t+n-1 count while each slot still has an action.
+        offsets = t[:, None] + np.arange(self.n)[None, :]
+        has_action = self.has_action[offsets % self.capacity] & (offsets < self.size)
+        alive = np.cumprod(has_action, axis=1).astype(bool)
+        n_eff = alive.sum(axis=1)
+        rewards = np.where(alive, self.rewards[offsets % self.capacity], 0.0)
+        discounts = self.gamma ** np.arange(self.n)
+        next_t = t + n_eff
+        not_terminal = ~self.terminal[next_t % self.capacity]
+        actions = np.where(alive[..., None], self.actions[offsets % self.capacity], 0.0).astype(np.float32)
+        return Batch(
+            obs=self.stack(t),
+            action=self.actions[t % self.capacity],
+            reward=(rewards * discounts).sum(axis=1).astype(np.float32),
+            discount=(self.gamma**n_eff * not_terminal).astype(np.float32),
+            next_obs=self.stack(next_t),
+            step_reward=self.rewards[t % self.capacity],
+            actions=actions,
+            knowledge_map=self.maps[t % self.capacity] if self.maps is not None else None,
+        )
+
+    def stack(self, t: np.ndarray) -> np.ndarray:
+        """[B, K, H, W, 3] stacks ending at frames t; the episode's first frame fills the gaps."""
+        idx = t[:, None] - np.arange(self.k - 1, -1, -1)[None, :]
+        idx = np.maximum(idx, self.episode_start[t % self.capacity][:, None])
+        return self.frames[idx % self.capacity]
+
+    def state_dict(self) -> dict[str, np.ndarray | int]:
+        n = len(self)
+        state: dict[str, np.ndarray | int] = {"size": self.size, "episode_start_now": self._episode_start}
+        for name in ("frames", "maps", "actions", "rewards", "has_action", "terminal", "episode_start"):
+            array = getattr(self, name)
+            if array is not None:
+                state[name] = array[:n]
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray | int]) -> None:
+        self.size = int(state["size"])
+        self._episode_start = int(state["episode_start_now"])
+        for name in ("frames", "maps", "actions", "rewards", "has_action", "terminal", "episode_start"):
+            if name in state:
+                array = np.asarray(state[name])
+                getattr(self, name)[: len(array)] = array
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **self.state_dict())
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        with np.load(path) as data:
+            self.load_state_dict({k: data[k] for k in data.files})
+
+
+def synthetic_batch(
+    config: RunConfig, action_dim: int, rng: np.random.Generator, batch_size: int | None = None
+) -> Batch:
+    """A batch of random content with the replay's shapes and dtypes, for speed benchmarks and tests."""
+    b = batch_size or config.agent.batch_size
+    k, s, n, m = config.env.frame_stack, config.env.image_size, config.agent.n_step, config.teacher.map_size
+    # Sparse binary masks, like a teacher's: a few cells of key objects on an empty background.
+    sparse_masks = (255 * (rng.random((b, m, m)) < 0.1)).astype(np.uint8)
+    return Batch(
+        obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
+        action=rng.uniform(-1, 1, (b, action_dim)).astype(np.float32),
+        reward=rng.uniform(0, 1, b).astype(np.float32),
+        discount=np.full(b, config.agent.gamma**n, np.float32),
+        next_obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
+        step_reward=rng.uniform(0, 1, b).astype(np.float32),
+        actions=rng.uniform(-1, 1, (b, n, action_dim)).astype(np.float32),
+        knowledge_map=sparse_masks if config.teacher.kind != "none" else None,
+    )

@@ -1,0 +1,210 @@
+"""The training loop, top to bottom: collect, update, evaluate, checkpoint; resumable at any point."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training import checkpoint
+from training.agent import Agent
+from training.config import RunConfig, save_config
+from training.envs import make_env
+from training.logger import RunLogger, plot_curve
+from training.replay import ReplayBuffer
+from training.rollout import run_episodes, write_video
+from training.teachers import make_teacher
+
+EVAL_SEED_OFFSET = 10_000
+UPDATE_LOG_EVERY = 100
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: 'cuda' was asked for but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, out_dir: Path, resume: bool = False) -> None:
+        self.config, self.out_dir = config, out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = out_dir / checkpoint.CHECKPOINT_NAME
+        self.replay_path = out_dir / checkpoint.REPLAY_NAME
+        if self.checkpoint_path.exists() and not resume:
+            raise FileExistsError(
+                f"{out_dir} already holds a run: pass --resume to continue it, or pick --out"
+            )
+        save_config(config, out_dir / "config.yaml")
+
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.device = resolve_device(config.device)
+        self.env = make_env(config.env, config.seed)
+        self.eval_env = make_env(config.env, config.seed + EVAL_SEED_OFFSET)
+        self.teacher = make_teacher(config.teacher)
+        self.agent = Agent(config, self.env.action_dim, self.device)
+        self.replay = ReplayBuffer(
+            capacity=min(config.train.replay_capacity, config.train.frames // config.env.action_repeat + 10),
+            frame_shape=self.env.frame_shape,
+            action_dim=self.env.action_dim,
+            frame_stack=config.env.frame_stack,
+            n_step=config.agent.n_step,
+            gamma=config.agent.gamma,
+            map_size=config.teacher.map_size if self.teacher is not None else None,
+        )
+        self.logger = RunLogger(out_dir)
+        self.step = 0  # agent steps; frames = step * action_repeat
+        self.episode = 0
+        self.elapsed = 0.0  # wall seconds of training, summed over resumed sessions
+        self.curve: list[dict] = []
+        self.finished = False  # reached train.frames or train.stop_at_return
+        if resume and self.checkpoint_path.exists():
+            self._restore()
+
+    @property
+    def frames(self) -> int:
+        return self.step * self.config.env.action_repeat
+
+    def run(self) -> dict:
+        cfg = self.config.train
+        repeat = self.config.env.action_repeat
+        started = time.perf_counter() - self.elapsed
+        progress = tqdm(
+            total=cfg.frames, initial=self.frames, unit="frame", dynamic_ncols=True, smoothing=0.05
+        )
+        last_return = float("nan")
+        logged_bucket = -1
+        done = self.finished or self.frames >= cfg.frames
+        while not done:
+            step = self.env.reset()
+            self.replay.add_first(step.frame, self._annotate(step.frame))
+            episode_return = 0.0
+            while not step.last and not done:
+                if self.frames < cfg.seed_frames:
+                    action = self.rng.uniform(-1.0, 1.0, self.env.action_dim).astype(np.float32)
+                else:
+                    action = self.agent.act(step.stack, explore=True)
+                step = self.env.step(action)
+                self.replay.add(action, step.reward, step.frame, step.terminal, self._annotate(step.frame))
+                episode_return += step.reward
+                self.step += 1
+                progress.update(repeat)
+
+                if self.frames >= cfg.seed_frames and self.step % cfg.update_every_steps == 0:
+                    for _ in range(cfg.updates_per_step):
+                        metrics = self.agent.update(
+                            self.replay.sample(self.config.agent.batch_size, self.rng)
+                        )
+                    if self.agent.updates // UPDATE_LOG_EVERY != logged_bucket:  # the first, then every 100
+                        logged_bucket = self.agent.updates // UPDATE_LOG_EVERY
+                        self.logger.log("update", self.frames, metrics)
+
+                self.elapsed = time.perf_counter() - started
+                if self.frames % cfg.eval_every_frames < repeat:
+                    reached = self.evaluate()
+                    done = done or reached
+                    progress.set_postfix(eval=f"{self.curve[-1]['return']:.0f}", train=f"{last_return:.0f}")
+                if self.frames % cfg.checkpoint_every_frames < repeat:
+                    self.save()
+                done = done or self.frames >= cfg.frames
+            if step.last:
+                self.episode += 1
+                last_return = episode_return
+                self.logger.log("train", self.frames, {"return": episode_return, "episode": self.episode})
+                progress.set_postfix(
+                    eval=f"{self.curve[-1]['return']:.0f}" if self.curve else "-", train=f"{last_return:.0f}"
+                )
+        progress.close()
+        if not self.curve or self.curve[-1]["frames"] != self.frames:
+            self.evaluate()
+        self.finished = True
+        self.save()
+        self.logger.close()
+        return self.summary()
+
+    def _annotate(self, frame: np.ndarray) -> np.ndarray | None:
+        return self.teacher.annotate(self.env, frame) if self.teacher is not None else None
+
+    def evaluate(self) -> bool:
+        """Mean return of the deterministic policy; True when it reaches train.stop_at_return."""
+        cfg = self.config.train
+        video: list[np.ndarray] | None = [] if cfg.video else None
+        tic = time.perf_counter()
+        stats = run_episodes(
+            self.eval_env, lambda s: self.agent.act(s, explore=False), cfg.eval_episodes, video
+        )
+        eval_seconds = time.perf_counter() - tic
+        point = {
+            "frames": self.frames,
+            "seconds": round(self.elapsed + eval_seconds, 1),
+            "return": round(stats.mean, 2),
+            "std": round(stats.std, 2),
+        }
+        self.elapsed += eval_seconds
+        self.curve.append(point)
+        self.logger.log(
+            "eval", self.frames, {"return": stats.mean, "std": stats.std, "seconds": point["seconds"]}
+        )
+        if video:
+            self.video_path = write_video(video, self.out_dir / "eval.mp4")
+        plot_curve(self.curve, self.out_dir / "curve.png", self.config.env.id)
+        (self.out_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2))
+        return cfg.stop_at_return is not None and stats.mean >= cfg.stop_at_return
+
+    def summary(self) -> dict:
+        best = max((p["return"] for p in self.curve), default=None)
+        return {
+            "env": self.config.env.id,
+            "encoder": self.config.encoder.kind,
+            "teacher": self.config.teacher.kind,
+            "frames": self.frames,
+            "seconds": round(self.elapsed, 1),
+            "best_return": best,
+            "curve": self.curve,
+        }
+
+    def save(self) -> None:
+        if self.config.train.save_replay:
+            self.replay.save(self.replay_path)
+        state = {
+            "config": self.config.model_dump(mode="json"),
+            "agent": self.agent.state_dict(),
+            "step": self.step,
+            "episode": self.episode,
+            "elapsed": self.elapsed,
+            "finished": self.finished,
+            "curve": self.curve,
+            "rng": checkpoint.rng_state(self.rng),
+            "replay_size": self.replay.size,
+            "env": {
+                "id": self.config.env.id,
+                "action_low": self.env.action_low.tolist(),
+                "action_high": self.env.action_high.tolist(),
+            },
+        }
+        checkpoint.save_atomic(state, self.checkpoint_path)
+
+    def _restore(self) -> None:
+        state = checkpoint.load(self.checkpoint_path, self.device)
+        self.agent.load_state_dict(state["agent"])
+        self.step, self.episode = state["step"], state["episode"]
+        self.elapsed, self.curve, self.finished = state["elapsed"], state["curve"], state["finished"]
+        checkpoint.restore_rng(state["rng"], self.rng)
+        if self.replay_path.exists():
+            self.replay.load(self.replay_path)
+        if self.finished:
+            tqdm.write(f"{self.out_dir} already finished at {self.frames} frames: nothing to resume")
+        else:
+            tqdm.write(
+                f"resumed {self.out_dir} at {self.frames} frames (replay: {len(self.replay)} transitions); "
+                "the interrupted episode restarts"
+            )
