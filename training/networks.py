@@ -89,7 +89,7 @@ def pool_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
     """
     cell = math.ceil(x.shape[-1] / grid)
     pad = cell * grid - x.shape[-1]
-    pooled = F.avg_pool2d(F.pad(x, (0, pad, 0, pad)), cell)
+    pooled = F.avg_pool2d(F.pad(x, (0, pad, 0, pad)) if pad else x, cell)
     return pooled.flatten(2).transpose(1, 2)
 
 
@@ -134,9 +134,7 @@ class PathLatent(nn.Module):
         """[dim, grid^2 * C]: the linear weights summed over each token's cell, in (token, channel) order."""
         dim = self.linear.out_features
         weight = self.linear.weight.view(dim, -1, self.side, self.side)
-        pad = self.cell * self.grid - self.side
-        summed = F.avg_pool2d(F.pad(weight, (0, pad, 0, pad)), self.cell) * self.cell**2
-        return summed.flatten(2).transpose(1, 2).reshape(dim, -1)
+        return pool_tokens(weight, self.grid).reshape(dim, -1) * self.cell**2
 
     def forward(self, feature_map: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         return self.norm(self.linear(feature_map.flatten(1)) + attended.flatten(1) @ self.token_weights().T)
@@ -164,8 +162,9 @@ class SemoreEncoder(nn.Module):
     """The dual-path encoder (DESIGN.md sections 1-2).
 
     The semantic path reads the newest frame, the motion path the K-1 frame differences. A
-    knowledge head predicts the teacher's map from semantic features; the *predicted* map gates
-    the knowledge tokens, so inference needs no teacher. The motion path is light, as SlowFast's
+    knowledge head predicts the teacher's map from semantic features; the *predicted* map,
+    pooled to the token grid, gates the semantic tokens into knowledge tokens, so inference needs
+    no teacher. The motion path is light, as SlowFast's
     fast pathway: half the channels and one more stride-2 layer (frame differences are sparse and
     coarse), which keeps the dual path within a single path's compute.
     """

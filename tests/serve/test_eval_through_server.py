@@ -1,0 +1,32 @@
+"""The robot's path end to end: an exported Semore policy served by semore-serve, evaluated in
+simulation through the server, gives what the in-process evaluation gives."""
+
+import json
+
+from export.onnx_export import export_checkpoint
+from serve.server import build_server
+from tests.export.test_onnx_export import make_checkpoint
+from training.evaluate import main as semore_eval
+
+
+def test_semore_eval_through_the_server_matches_in_process(tmp_path):
+    make_checkpoint(tmp_path / "checkpoint.pt", "semore")
+    policy = export_checkpoint(
+        tmp_path / "checkpoint.pt", tmp_path / "policy.onnx", use_env_frames=False
+    ).path
+    server = build_server(model=policy, port=0, device="cpu").start()
+    try:
+        common = ["--episodes", "2", "--seed", "3"]
+        assert (
+            semore_eval(["--server", server.address, *common, "--json", str(tmp_path / "served.json")]) == 0
+        )
+    finally:
+        server.stop(grace=0)
+    assert semore_eval(["--model", str(policy), *common, "--json", str(tmp_path / "local.json")]) == 0
+    served = json.loads((tmp_path / "served.json").read_text())
+    local = json.loads((tmp_path / "local.json").read_text())
+    assert served["env"] == local["env"] == "dmc:cartpole-balance"
+    # Same file, same stacks (the server's FrameStack), same seeded episodes: the same first steps.
+    # Thread counts differ, so actions may differ in the last float bits and episodes may drift.
+    assert abs(served["mean_return"] - local["mean_return"]) < 0.15 * local["mean_return"]
+    assert served["latency_ms_p50"] > 0
