@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nbest evaluation return {summary['best_return']} after {summary['frames']} frames, {summary['seconds']:.0f} s"
     )
     print(f"checkpoint: {out / 'checkpoint.pt'}")
-    print(f"video:      {getattr(trainer, 'video_path', 'none (train.video is off)')}")
+    video = next((out / name for name in ("eval.mp4", "eval.gif") if (out / name).exists()), None)
+    print(f"video:      {video or 'none (train.video is off)'}")
     print(
         f"curve:      {out / 'curve.png'}  (data: {out / 'summary.json'}, logs: {out}/*.csv, TensorBoard: {out / 'tb'})"
     )

@@ -155,7 +155,7 @@ class Trainer:
             "eval", self.frames, {"return": stats.mean, "std": stats.std, "seconds": point["seconds"]}
         )
         if video:
-            self.video_path = write_video(video, self.out_dir / "eval.mp4")
+            write_video(video, self.out_dir / "eval.mp4")
         plot_curve(self.curve, self.out_dir / "curve.png", self.config.env.id)
         (self.out_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2))
         return cfg.stop_at_return is not None and stats.mean >= cfg.stop_at_return
