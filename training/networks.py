@@ -164,9 +164,9 @@ class SemoreEncoder(nn.Module):
     The semantic path reads the newest frame, the motion path the K-1 frame differences. A
     knowledge head predicts the teacher's map from semantic features; the *predicted* map,
     pooled to the token grid, gates the semantic tokens into knowledge tokens, so inference needs
-    no teacher. The motion path is light, as SlowFast's
-    fast pathway: half the channels and one more stride-2 layer (frame differences are sparse and
-    coarse), which keeps the dual path within a single path's compute.
+    no teacher. The motion path is light, as SlowFast's fast pathway: half the channels and one
+    more stride-2 layer (frame differences are sparse and coarse), which keeps the dual path
+    within a single path's compute.
     """
 
     def __init__(self, config: EncoderConfig, frame_stack: int, image_size: int) -> None:
