@@ -59,7 +59,7 @@ def update_times(agents: dict[str, Agent], config: dict[str, RunConfig], rounds:
 
 def env_frames_per_second(config: RunConfig, steps: int) -> float:
     env = make_env(config.env, seed=0)
-    teacher = make_teacher(config.teacher)
+    teacher = make_teacher(config.teacher, config.env.id, torch.device("cpu"))
     rng = np.random.default_rng(0)
     step = env.reset()
     tic = time.perf_counter()

@@ -27,7 +27,10 @@ def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) ->
 
 
 class Agent:
-    def __init__(self, config: RunConfig, action_dim: int, device: torch.device) -> None:
+    def __init__(
+        self, config: RunConfig, action_dim: int, device: torch.device, embedding_dim: int | None = None
+    ) -> None:
+        """embedding_dim: the teacher's global embedding, when it gives one (CLIP's image embedding)."""
         self.config, self.device, self.action_dim = config, device, action_dim
         agent, enc = config.agent, config.encoder
         self.encoder = make_encoder(enc, config.env.frame_stack, config.env.image_size).to(device)
@@ -42,7 +45,12 @@ class Agent:
         self.uses_teacher = self.semore and config.teacher.kind != "none"
         self.aux = (
             AuxiliaryHeads(
-                feature_dim, enc.feature_dim, self.encoder.semantic_channels, action_dim, agent.n_step
+                feature_dim,
+                enc.feature_dim,
+                self.encoder.semantic_channels,
+                action_dim,
+                agent.n_step,
+                embedding_dim,
             ).to(device)
             if self.semore
             else None
@@ -108,6 +116,7 @@ class Agent:
                 t["actions"],
                 t["step_reward"],
                 teacher_map,
+                t.get("knowledge_embedding"),
                 cfg.contrastive_temperature,
             )
             weights = cfg.loss_weights.model_dump()

@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nbest evaluation return {summary['best_return']} after {summary['frames']} frames, {summary['seconds']:.0f} s"
     )
+    if "teacher_seconds" in summary:
+        vlm = f"; VLM asked about {summary['vlm_calls']} frames" if "vlm_calls" in summary else ""
+        print(
+            f"teacher:    {summary['teacher_seconds']:.0f} s labelling, training waited "
+            f"{summary['teacher_share']:.1%} of wall time for it{vlm}"
+        )
     print(f"checkpoint: {out / 'checkpoint.pt'}")
     video = next((out / name for name in ("eval.mp4", "eval.gif") if (out / name).exists()), None)
     print(f"video:      {video or 'none (train.video is off)'}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -28,13 +28,82 @@ class EnvConfig(Strict):
     )
 
 
+class ClipConfig(Strict):
+    """open_clip grounding of phrases in pixels (the `clip` and `vlm-clip` teachers)."""
+
+    model: str = Field("ViT-B-32", description="an open_clip architecture name")
+    pretrained: str | None = Field(
+        "laion2b_s34b_b79k",
+        description="an open_clip pretrained tag or a local checkpoint path; null: random weights (tests only)",
+    )
+    cache_dir: str | None = Field(
+        None, description="where open_clip weights live; None: the Hugging Face cache"
+    )
+    local_files_only: bool = Field(True, description="never download; a missing model is one clear error")
+    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto: fp16 on CUDA, fp32 on CPU")
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        description="softmax temperature over phrases and background; None: the model's logit scale",
+    )
+    background: list[str] = Field(
+        default_factory=lambda: ["background", "floor", "sky", "wall", "ground"],
+        description="prompts that compete with the phrases for each patch",
+    )
+    global_target: bool = Field(
+        False, description="use the CLIP image embedding as the contrastive target of the semantic latent"
+    )
+
+
+class GenerationConfig(Strict):
+    max_new_tokens: int = Field(48, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class VlmConfig(Strict):
+    """The vision-language model that lists the objects that matter (the `vlm-clip` teacher)."""
+
+    model: str = Field("Qwen/Qwen2-VL-2B-Instruct", description="a transformers model id or local path")
+    local_files_only: bool = Field(True, description="never download; a missing model is one clear error")
+    prompt: str | None = Field(None, description="None: the default prompt for the env's domain")
+    every: int | Literal["episode"] = Field(
+        "episode", description="query the VLM once per episode, or every N observations (an int)"
+    )
+    max_phrases: int = Field(6, ge=1)
+    cache: str | None = Field(
+        "~/.cache/semore/vlm_answers.sqlite",
+        description="SQLite cache of answers keyed by frame hash, prompt and model; None: no cache",
+    )
+    image_size: int = Field(224, ge=28, description="frames are resized to this before the VLM sees them")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        if value == "episode" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError("must be 'episode' or a positive number of observations")
+
+
 class TeacherConfig(Strict):
-    kind: Literal["sim", "none"] = "sim"
+    kind: Literal["sim", "clip", "vlm-clip", "none"] = "sim"
     objects: list[str] = Field(
         default_factory=list,
         description="sim: the task's key objects (dm_control body or geom names; CarRacing: road, car)",
     )
+    phrases: list[str] = Field(
+        default_factory=list,
+        description="clip: the phrases to ground; vlm-clip: the fallback when the VLM names nothing usable",
+    )
     map_size: int = Field(21, ge=4, le=128, description="knowledge maps are stored at map_size^2, uint8")
+    batch_size: int = Field(32, ge=1, description="observations labelled per teacher call")
+    worker: Literal["auto", "thread", "inline"] = Field(
+        "auto", description="thread: label in a background thread; auto: thread on CUDA, inline on CPU"
+    )
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    vlm: VlmConfig = Field(default_factory=VlmConfig)
 
 
 class EncoderConfig(Strict):
@@ -97,6 +166,8 @@ class RunConfig(Strict):
     def _teacher_needs_objects(self) -> RunConfig:
         if self.teacher.kind == "sim" and not self.teacher.objects:
             raise ValueError("teacher.objects: the sim teacher needs at least one object name")
+        if self.teacher.kind == "clip" and not self.teacher.phrases:
+            raise ValueError("teacher.phrases: the clip teacher needs at least one phrase to ground")
         return self
 
 

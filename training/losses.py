@@ -4,8 +4,9 @@
   motion latent and the n actions taken, against the target encoder's (stop-gradient) latent;
 - fused: reward prediction from the fused feature and the action;
 - semantic, knowledge map: the knowledge head's map against the teacher's map;
-- semantic, contrastive: InfoNCE between the semantic latent and knowledge features (the
-  semantic map pooled under the teacher's map).
+- semantic, contrastive: InfoNCE between the semantic latent and knowledge features: the
+  semantic map pooled under the teacher's map, or the teacher's global embedding (CLIP's image
+  embedding) when it gives one.
 """
 
 from __future__ import annotations
@@ -42,13 +43,19 @@ class AuxiliaryHeads(nn.Module):
     """Train-time heads; none of them is exported."""
 
     def __init__(
-        self, feature_dim: int, latent_dim: int, semantic_channels: int, action_dim: int, n_step: int
+        self,
+        feature_dim: int,
+        latent_dim: int,
+        semantic_channels: int,
+        action_dim: int,
+        n_step: int,
+        embedding_dim: int | None = None,
     ):
         super().__init__()
         self.transition = mlp(latent_dim + n_step * action_dim, 256, latent_dim)
         self.reward = mlp(feature_dim + action_dim, 256, 1)
         self.semantic_query = nn.Linear(latent_dim, latent_dim)
-        self.knowledge_key = nn.Linear(semantic_channels, latent_dim)
+        self.knowledge_key = nn.Linear(embedding_dim or semantic_channels, latent_dim)
 
     def losses(
         self,
@@ -58,6 +65,7 @@ class AuxiliaryHeads(nn.Module):
         actions: torch.Tensor,
         step_reward: torch.Tensor,
         teacher_map: torch.Tensor | None,
+        teacher_embedding: torch.Tensor | None,
         contrastive_temperature: float,
     ) -> dict[str, torch.Tensor]:
         predicted = self.transition(torch.cat([encoding.motion, actions.flatten(1)], dim=-1))
@@ -69,7 +77,10 @@ class AuxiliaryHeads(nn.Module):
         }
         if teacher_map is not None:
             losses["knowledge_map"] = knowledge_map_loss(encoding.knowledge_logits, teacher_map)
-            knowledge = self.knowledge_key(masked_mean(encoding.semantic_map, teacher_map))
+            if teacher_embedding is None:
+                knowledge = self.knowledge_key(masked_mean(encoding.semantic_map, teacher_map))
+            else:
+                knowledge = self.knowledge_key(teacher_embedding.float())
             losses["contrastive"] = info_nce(
                 self.semantic_query(encoding.semantic), knowledge, contrastive_temperature
             )

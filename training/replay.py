@@ -16,6 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from training.config import RunConfig
+    from training.teachers.base import Labels
 
 
 @dataclass
@@ -28,6 +29,20 @@ class Batch:
     step_reward: np.ndarray  # [B]: the one-step reward, target of the reward-prediction head
     actions: np.ndarray  # [B, n, A]: the actions between obs and next_obs (zeros past the end)
     knowledge_map: np.ndarray | None  # [B, m, m] uint8 teacher map of obs's newest frame
+    knowledge_embedding: np.ndarray | None = None  # [B, D] float16 global teacher embedding of it
+
+
+ARRAYS = (
+    "frames",
+    "maps",
+    "embeddings",
+    "labelled",
+    "actions",
+    "rewards",
+    "has_action",
+    "terminal",
+    "episode_start",
+)
 
 
 class ReplayBuffer:
@@ -40,10 +55,14 @@ class ReplayBuffer:
         n_step: int,
         gamma: float,
         map_size: int | None,
+        embedding_dim: int | None = None,
     ) -> None:
         self.capacity, self.k, self.n, self.gamma = capacity, frame_stack, n_step, gamma
         self.frames = np.zeros((capacity, *frame_shape), dtype=np.uint8)
         self.maps = np.zeros((capacity, map_size, map_size), dtype=np.uint8) if map_size else None
+        self.embeddings = np.zeros((capacity, embedding_dim), np.float16) if embedding_dim else None
+        # Teachers label in batches, after the fact: only labelled frames are sampled as obs.
+        self.labelled = np.zeros(capacity, dtype=bool)
         self.actions = np.zeros((capacity, action_dim), dtype=np.float32)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.has_action = np.zeros(capacity, dtype=bool)  # slot t has a transition t -> t + 1
@@ -54,16 +73,17 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.frames, self.actions, self.rewards, self.has_action, self.terminal, self.episode_start]
-        return sum(a.nbytes for a in arrays) + (self.maps.nbytes if self.maps is not None else 0)
+        arrays = [self.frames, self.maps, self.embeddings, self.actions, self.rewards, self.has_action]
+        arrays += [self.terminal, self.episode_start, self.labelled]
+        return sum(a.nbytes for a in arrays if a is not None)
 
     def __len__(self) -> int:
         return min(self.size, self.capacity)
 
-    def add_first(self, frame: np.ndarray, knowledge_map: np.ndarray | None = None) -> None:
-        """The first frame of an episode."""
+    def add_first(self, frame: np.ndarray) -> int:
+        """The first frame of an episode; returns its absolute index, the key for set_labels."""
         self._episode_start = self.size
-        self._write(frame, knowledge_map, terminal=False)
+        return self._write(frame, terminal=False)
 
     def add(
         self,
@@ -71,38 +91,54 @@ class ReplayBuffer:
         reward: float,
         frame: np.ndarray,
         terminal: bool,
-        knowledge_map: np.ndarray | None = None,
-    ) -> None:
+    ) -> int:
         """The action taken from the last frame, the reward it earned, and the frame it led to."""
         last = (self.size - 1) % self.capacity
         self.actions[last] = action
         self.rewards[last] = reward
         self.has_action[last] = True
-        self._write(frame, knowledge_map, terminal)
+        return self._write(frame, terminal)
 
-    def _write(self, frame: np.ndarray, knowledge_map: np.ndarray | None, terminal: bool) -> None:
+    def _write(self, frame: np.ndarray, terminal: bool) -> int:
         slot = self.size % self.capacity
         self.frames[slot] = frame
-        if self.maps is not None:
-            self.maps[slot] = knowledge_map
+        self.labelled[slot] = self.maps is None
         self.has_action[slot] = False
         self.terminal[slot] = terminal
         self.episode_start[slot] = self._episode_start
         self.size += 1
+        return self.size - 1
+
+    def set_labels(self, t: np.ndarray, labels: Labels) -> None:
+        """The teacher's labels for frames t (absolute indices); frames already overwritten are skipped."""
+        kept = t >= self.size - self.capacity
+        slots = t[kept] % self.capacity
+        self.maps[slots] = labels.maps[kept]
+        if self.embeddings is not None:
+            self.embeddings[slots] = labels.embeddings[kept]
+        self.labelled[slots] = True
 
     def _valid(self, t: np.ndarray) -> np.ndarray:
         oldest_kept = self.size - self.capacity
         stack_start = np.maximum(t - self.k + 1, self.episode_start[t % self.capacity])
-        return self.has_action[t % self.capacity] & (stack_start >= oldest_kept)
+        return (
+            self.has_action[t % self.capacity]
+            & self.labelled[t % self.capacity]
+            & (stack_start >= oldest_kept)
+        )
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         low = max(0, self.size - self.capacity)
         if self.size - low < 2:
             raise ValueError("the replay buffer holds no transition yet")
         t = np.empty(0, dtype=np.int64)
-        while len(t) < batch_size:
+        for _ in range(1000):
             draw = rng.integers(low, self.size - 1, size=2 * batch_size)
             t = np.concatenate([t, draw[self._valid(draw)]])
+            if len(t) >= batch_size:
+                break
+        else:
+            raise ValueError("the replay buffer holds (almost) no labelled transition yet")
         t = t[:batch_size]
 
         # n-step window: steps t .. t+n-1 count while each slot still has an action.
@@ -124,6 +160,7 @@ class ReplayBuffer:
             step_reward=self.rewards[t % self.capacity],
             actions=actions,
             knowledge_map=self.maps[t % self.capacity] if self.maps is not None else None,
+            knowledge_embedding=self.embeddings[t % self.capacity] if self.embeddings is not None else None,
         )
 
     def stack(self, t: np.ndarray) -> np.ndarray:
@@ -135,7 +172,7 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, np.ndarray | int]:
         n = len(self)
         state: dict[str, np.ndarray | int] = {"size": self.size, "episode_start_now": self._episode_start}
-        for name in ("frames", "maps", "actions", "rewards", "has_action", "terminal", "episode_start"):
+        for name in ARRAYS:
             array = getattr(self, name)
             if array is not None:
                 state[name] = array[:n]
@@ -144,10 +181,12 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, np.ndarray | int]) -> None:
         self.size = int(state["size"])
         self._episode_start = int(state["episode_start_now"])
-        for name in ("frames", "maps", "actions", "rewards", "has_action", "terminal", "episode_start"):
+        for name in ARRAYS:
             if name in state:
                 array = np.asarray(state[name])
                 getattr(self, name)[: len(array)] = array
+        if "labelled" not in state:  # saved before teachers labelled in batches: all were labelled
+            self.labelled[: len(self)] = True
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp.npz")

@@ -18,7 +18,7 @@ from training.envs import make_env
 from training.logger import RunLogger, plot_curve
 from training.replay import ReplayBuffer
 from training.rollout import run_episodes, write_video
-from training.teachers import make_teacher
+from training.teachers import LabelPipeline, make_teacher
 
 EVAL_SEED_OFFSET = 10_000
 UPDATE_LOG_EVERY = 100
@@ -50,8 +50,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.env = make_env(config.env, config.seed)
         self.eval_env = make_env(config.env, config.seed + EVAL_SEED_OFFSET)
-        self.teacher = make_teacher(config.teacher)
-        self.agent = Agent(config, self.env.action_dim, self.device)
+        self.teacher = make_teacher(config.teacher, config.env.id, self.device)
+        embedding_dim = self.teacher.embedding_dim if self.teacher is not None else None
+        self.agent = Agent(config, self.env.action_dim, self.device, embedding_dim)
         self.replay = ReplayBuffer(
             capacity=min(config.train.replay_capacity, config.train.frames // config.env.action_repeat + 10),
             frame_shape=self.env.frame_shape,
@@ -60,11 +61,18 @@ class Trainer:
             n_step=config.agent.n_step,
             gamma=config.agent.gamma,
             map_size=config.teacher.map_size if self.teacher is not None else None,
+            embedding_dim=embedding_dim,
         )
+        self.labels = None
+        if self.teacher is not None:
+            worker = config.teacher.worker
+            background = worker == "thread" or (worker == "auto" and self.device.type == "cuda")
+            self.labels = LabelPipeline(self.teacher, self.replay, config.teacher.batch_size, background)
         self.logger = RunLogger(out_dir)
         self.step = 0  # agent steps; frames = step * action_repeat
         self.episode = 0
         self.elapsed = 0.0  # wall seconds of training, summed over resumed sessions
+        self.eval_seconds = 0.0  # the part of elapsed spent evaluating
         self.curve: list[dict] = []
         self.finished = False  # reached train.frames or train.stop_at_return
         if resume and self.checkpoint_path.exists():
@@ -86,20 +94,25 @@ class Trainer:
         done = self.finished or self.frames >= cfg.frames
         while not done:
             step = self.env.reset()
-            self.replay.add_first(step.frame, self._annotate(step.frame))
+            self._label(self.replay.add_first(step.frame), step.frame, 0)
             episode_return = 0.0
+            episode_steps = 0
             while not step.last and not done:
                 if self.frames < cfg.seed_frames:
                     action = self.rng.uniform(-1.0, 1.0, self.env.action_dim).astype(np.float32)
                 else:
                     action = self.agent.act(step.stack, explore=True)
                 step = self.env.step(action)
-                self.replay.add(action, step.reward, step.frame, step.terminal, self._annotate(step.frame))
+                t = self.replay.add(action, step.reward, step.frame, step.terminal)
+                episode_steps += 1
+                self._label(t, step.frame, episode_steps)
                 episode_return += step.reward
                 self.step += 1
                 progress.update(repeat)
 
                 if self.frames >= cfg.seed_frames and self.step % cfg.update_every_steps == 0:
+                    if self.agent.updates == 0 and self.labels is not None:
+                        self.labels.drain()  # the first update needs labelled transitions
                     for _ in range(cfg.updates_per_step):
                         metrics = self.agent.update(
                             self.replay.sample(self.config.agent.batch_size, self.rng)
@@ -124,6 +137,8 @@ class Trainer:
                     eval=f"{self.curve[-1]['return']:.0f}" if self.curve else "-", train=f"{last_return:.0f}"
                 )
         progress.close()
+        if self.labels is not None:
+            self.labels.close()
         if not self.curve or self.curve[-1]["frames"] != self.frames:
             self.evaluate()
         self.finished = True
@@ -131,8 +146,9 @@ class Trainer:
         self.logger.close()
         return self.summary()
 
-    def _annotate(self, frame: np.ndarray) -> np.ndarray | None:
-        return self.teacher.annotate(self.env, frame) if self.teacher is not None else None
+    def _label(self, t: int, frame: np.ndarray, index: int) -> None:
+        if self.labels is not None:
+            self.labels.submit(t, self.env, frame, index)
 
     def evaluate(self) -> bool:
         """Mean return of the deterministic policy; True when it reaches train.stop_at_return."""
@@ -150,6 +166,7 @@ class Trainer:
             "std": round(stats.std, 2),
         }
         self.elapsed += eval_seconds
+        self.eval_seconds += eval_seconds
         self.curve.append(point)
         self.logger.log(
             "eval", self.frames, {"return": stats.mean, "std": stats.std, "seconds": point["seconds"]}
@@ -168,11 +185,25 @@ class Trainer:
             "teacher": self.config.teacher.kind,
             "frames": self.frames,
             "seconds": round(self.elapsed, 1),
+            "eval_seconds": round(self.eval_seconds, 1),
             "best_return": best,
             "curve": self.curve,
+        } | self._teacher_cost()
+
+    def _teacher_cost(self) -> dict:
+        """Where the teacher's time went: labelling, and the part of it the trainer waited for."""
+        if self.labels is None:
+            return {}
+        cost = {
+            "teacher_seconds": round(self.labels.label_seconds, 1),
+            "teacher_wait_seconds": round(self.labels.wait_seconds, 1),
+            "teacher_share": round(self.labels.wait_seconds / max(self.elapsed, 1e-9), 4),
         }
+        return cost | self.teacher.stats()
 
     def save(self) -> None:
+        if self.labels is not None:
+            self.labels.drain()  # the checkpoint's replay holds every label
         if self.config.train.save_replay:
             self.replay.save(self.replay_path)
         state = {
@@ -181,9 +212,11 @@ class Trainer:
             "step": self.step,
             "episode": self.episode,
             "elapsed": self.elapsed,
+            "eval_seconds": self.eval_seconds,
             "finished": self.finished,
             "curve": self.curve,
             "rng": checkpoint.rng_state(self.rng),
+            "teacher_seconds": (self.labels.label_seconds, self.labels.wait_seconds) if self.labels else None,
             "replay_size": self.replay.size,
             "env": {
                 "id": self.config.env.id,
@@ -198,7 +231,10 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         self.step, self.episode = state["step"], state["episode"]
         self.elapsed, self.curve, self.finished = state["elapsed"], state["curve"], state["finished"]
+        self.eval_seconds = state.get("eval_seconds", 0.0)
         checkpoint.restore_rng(state["rng"], self.rng)
+        if self.labels is not None and state.get("teacher_seconds"):
+            self.labels.label_seconds, self.labels.wait_seconds = state["teacher_seconds"]
         if self.replay_path.exists():
             self.replay.load(self.replay_path)
         if self.finished:

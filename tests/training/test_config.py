@@ -29,6 +29,11 @@ def test_overrides_apply_with_yaml_types():
         ("encoder.kind=resnet", "encoder.kind"),
         ("agent.loss_weights.contrastive=-1", "agent.loss_weights.contrastive"),
         ("teacher.objects=[]", "teacher.objects"),
+        ("teacher.kind=clip", "teacher.phrases"),
+        ("teacher.vlm.every=0", "teacher.vlm.every"),
+        ("teacher.vlm.every=weekly", "teacher.vlm.every"),
+        ("teacher.clip.precision=int8", "teacher.clip.precision"),
+        ("teacher.vlm.generation.top_p=2", "teacher.vlm.generation.top_p"),
     ],
 )
 def test_a_bad_field_is_named_by_its_path(override, path):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from training.replay import ReplayBuffer
+from training.teachers import Labels
 
 
 def frame(i: int) -> np.ndarray:
@@ -96,3 +97,24 @@ def test_memory_per_transition_is_one_frame_plus_small_fields():
     buffer = ReplayBuffer(1000, (84, 84, 3), 6, 3, 3, 0.99, map_size=21)
     per_transition = buffer.nbytes / 1000
     assert 84 * 84 * 3 < per_transition < 84 * 84 * 3 + 21 * 21 + 64
+
+
+def test_only_labelled_frames_are_sampled_and_labels_follow_their_frames():
+    buffer = ReplayBuffer(8, (2, 2, 3), 1, frame_stack=2, n_step=1, gamma=0.5, map_size=2, embedding_dim=3)
+    fill(buffer, [11])  # absolute frames 0..11; the buffer keeps 4..11
+    labelled = np.arange(2, 9)  # 2 and 3 were overwritten before their labels came
+    maps = np.repeat(labelled.astype(np.uint8)[:, None, None], 4, axis=1).reshape(-1, 2, 2)
+    buffer.set_labels(labelled, Labels(maps, np.repeat(labelled[:, None], 3, 1).astype(np.float16)))
+    batch = buffer.sample(200, np.random.default_rng(0))
+    newest = batch.obs[:, -1, 0, 0, 0]
+    # 4's stack would need the overwritten 3; 9 and later have no label yet.
+    assert set(newest.tolist()) == {5, 6, 7, 8}
+    np.testing.assert_array_equal(batch.knowledge_map[:, 0, 0], newest)
+    np.testing.assert_array_equal(batch.knowledge_embedding[:, 0], newest)
+
+
+def test_sampling_with_no_labelled_frame_is_a_clear_error():
+    buffer = ReplayBuffer(10, (2, 2, 3), 1, frame_stack=2, n_step=1, gamma=0.5, map_size=2)
+    fill(buffer, [5])
+    with pytest.raises(ValueError, match="no labelled transition"):
+        buffer.sample(4, np.random.default_rng(0))

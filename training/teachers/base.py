@@ -1,8 +1,14 @@
-"""The teacher interface: a knowledge map per frame, uint8 [map_size, map_size], 255 = matters."""
+"""The teacher interface: knowledge maps (uint8 [map_size, map_size], 255 = matters) for observations.
+
+Labelling is split in two so that model-based teachers can batch and run off the critical path:
+`capture` takes, synchronously, what the teacher needs from the moment (the env moves on after
+it), and `label` turns a batch of captures into maps later, inline or in a background thread.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,13 +30,39 @@ def downsample_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.round(255.0 * sums / areas).astype(np.uint8)
 
 
+@dataclass
+class Observation:
+    capture: np.ndarray  # what Teacher.capture took: the frame, or for `sim` the mask
+    index: int  # the observation's position in its episode (0 = the reset frame)
+
+
+@dataclass
+class Labels:
+    maps: np.ndarray  # [B, m, m] uint8
+    embeddings: np.ndarray | None = None  # [B, D] float16, a global target for the contrastive loss
+
+
 class Teacher(ABC):
     kind: str
+    embedding_dim: int | None = None  # set when the teacher also gives a global embedding
+    batched: bool = True  # False: labels are ready at capture, and batching would only delay them
 
     def __init__(self, config: TeacherConfig) -> None:
         self.config = config
         self.map_size = config.map_size
 
+    def capture(self, env: PixelEnv, frame: np.ndarray) -> np.ndarray:
+        """What labelling needs from the env's current state; most teachers only need the frame."""
+        return frame
+
     @abstractmethod
+    def label(self, observations: list[Observation]) -> Labels:
+        """Maps for a batch of observations, given in the order they were seen."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters worth a line in the run summary (the VLM's call counts)."""
+        return {}
+
     def annotate(self, env: PixelEnv, frame: np.ndarray) -> np.ndarray:
-        """The knowledge map of `frame`, the env's current frame."""
+        """The knowledge map of one frame, the env's current one; for inspection and tests."""
+        return self.label([Observation(self.capture(env, frame), 0)]).maps[0]

@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from training.config import EnvConfig, TeacherConfig
 from training.envs import make_env
 from training.teachers import downsample_mask, make_teacher
+
+CPU = torch.device("cpu")
 
 
 def render_with_hidden(env, geoms):
@@ -52,7 +55,9 @@ def test_unknown_object_names_list_the_valid_ones():
 def test_sim_teacher_map_is_the_downsampled_mask():
     env = make_env(EnvConfig(id="dmc:cartpole-balance", image_size=64, render_quality="fast"), seed=0)
     step = env.reset()
-    teacher = make_teacher(TeacherConfig(kind="sim", objects=["cart", "pole_1"], map_size=16))
+    teacher = make_teacher(
+        TeacherConfig(kind="sim", objects=["cart", "pole_1"], map_size=16), "dmc:cartpole-balance", CPU
+    )
     knowledge = teacher.annotate(env, step.frame)
     assert knowledge.shape == (16, 16) and knowledge.dtype == np.uint8
     expected = downsample_mask(env.object_mask(["cart", "pole_1"]), 16)
@@ -83,4 +88,4 @@ def test_car_racing_masks_road_and_car():
 
 
 def test_none_teacher_is_the_ablation():
-    assert make_teacher(TeacherConfig(kind="none")) is None
+    assert make_teacher(TeacherConfig(kind="none"), "dmc:cartpole-balance", CPU) is None
