@@ -149,8 +149,8 @@ class ClipGrounder:
         x = F.interpolate(x, size=self.visual.image_size, mode="bilinear", align_corners=False)
         return ((x - self.mean) / self.std).to(self.dtype)
 
-    def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dense [B, N, D] MaskCLIP patch features, pooled [B, D] CLIP image embedding)."""
+    def image_features(self, images: torch.Tensor, pooled: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(dense [B, N, D] MaskCLIP patch features, the [B, D] CLIP image embedding if `pooled`)."""
         visual = self.visual
         x = visual._embeds(images)
         batch_first = visual.transformer.batch_first
@@ -160,23 +160,25 @@ class ClipGrounder:
         for block in blocks[:-1]:
             x = block(x)
         last = blocks[-1]
-        pooled_tokens = last(x)
+        embedding = None
+        if pooled:  # the last block run in full, as CLIP does, for the image embedding
+            tokens = last(x)
+            embedding = visual._pool(tokens.transpose(0, 1) if not batch_first else tokens)[0] @ visual.proj
         if not batch_first:
-            x, pooled_tokens = x.transpose(0, 1), pooled_tokens.transpose(0, 1)
+            x = x.transpose(0, 1)
         width = x.shape[-1]
         attn = last.attn
         values = F.linear(
             last.ln_1(x[:, 1:]), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :]
         )
         dense = visual.ln_post(last.ls_1(attn.out_proj(values))) @ visual.proj
-        pooled, _ = visual._pool(pooled_tokens)
-        return dense, pooled @ visual.proj
+        return dense, embedding
 
     @torch.inference_mode()
     def ground(self, frames: np.ndarray, phrases: list[str]) -> Labels:
         """Knowledge maps of [B, H, W, 3] frames for the phrases, and the frames' image embeddings."""
         background = [b for b in self.config.background if b not in phrases]
-        dense, pooled = self.image_features(self.preprocess(frames))
+        dense, pooled = self.image_features(self.preprocess(frames), self.config.global_target)
         relevance = phrase_relevance(
             dense, self.text_embeddings(phrases + background), len(phrases), self.scale
         )

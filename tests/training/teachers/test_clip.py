@@ -64,7 +64,7 @@ def test_dense_features_are_the_last_blocks_value_path(tmp_path):
     expected = _layer_norm(out, visual.ln_post) @ w(visual.proj)
 
     with torch.inference_mode():
-        dense, _ = g.image_features(g.preprocess(frames(1, 32)))
+        dense, _ = g.image_features(g.preprocess(frames(1, 32)), pooled=False)
     np.testing.assert_allclose(dense[0].numpy(), expected, atol=1e-4)
 
 
