@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/export_latency.py
 	$(BIN)/python benchmarks/serve_latency.py
+	$(BIN)/python benchmarks/teacher_cost.py
 	$(BIN)/python benchmarks/quickstart.py
 
 proto: setup
