@@ -73,8 +73,7 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.frames, self.maps, self.embeddings, self.actions, self.rewards, self.has_action]
-        arrays += [self.terminal, self.episode_start, self.labelled]
+        arrays = (getattr(self, name) for name in ARRAYS)
         return sum(a.nbytes for a in arrays if a is not None)
 
     def __len__(self) -> int:

@@ -13,20 +13,20 @@ import torch
 
 from training.config import TeacherConfig
 from training.teachers.answer_cache import AnswerCache, answer_key
-from training.teachers.base import Labels, Observation, Teacher
-from training.teachers.clip import ClipGrounder
+from training.teachers.base import Labels, Observation
+from training.teachers.clip import ClipTeacher
 from training.teachers.phrases import default_prompt, parse_phrases, task_knowledge
 from training.teachers.vlm import VisionLanguageModel
 
 
-class VlmClipTeacher(Teacher):
+class VlmClipTeacher(ClipTeacher):
+    """The `clip` teacher with its phrases chosen by a VLM, frame by frame, instead of by the config."""
+
     kind = "vlm-clip"
 
     def __init__(self, config: TeacherConfig, env_id: str, device: torch.device) -> None:
-        super().__init__(config)
+        super().__init__(config, device)
         vlm = config.vlm
-        self.grounder = ClipGrounder(config.clip, config.map_size, device)
-        self.embedding_dim = self.grounder.embedding_dim if config.clip.global_target else None
         self.vlm = VisionLanguageModel(vlm, device)
         self.prompt = vlm.prompt or default_prompt(env_id)
         self.fallback = config.phrases or list(task_knowledge(env_id).phrases)
