@@ -8,6 +8,8 @@ cached on disk, so a rerun makes no VLM calls.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import torch
 
@@ -33,12 +35,12 @@ class VlmClipTeacher(ClipTeacher):
         self.cache = AnswerCache(vlm.cache) if vlm.cache else None
         self._settings = vlm.generation.model_dump() | {"image_size": vlm.image_size}
         self.phrases = list(self.fallback)  # the latest answer's, used until the next query
-        self.queries = 0  # frames the VLM was asked about, cached or not
-        self.cache_hits = 0
-        self.answers: list[list[str]] = []  # every parsed answer, in order, for logs and tests
+        self.cache_hits = 0  # queries answered from disk; the others went to the VLM (vlm.calls)
+        self.answers: deque[list[str]] = deque(maxlen=1000)  # the latest parsed answers, in order
 
     def stats(self) -> dict[str, int]:
-        return {"vlm_queries": self.queries, "vlm_cache_hits": self.cache_hits, "vlm_calls": self.vlm.calls}
+        calls = self.vlm.calls
+        return {"vlm_queries": self.cache_hits + calls, "vlm_cache_hits": self.cache_hits, "vlm_calls": calls}
 
     def _asks(self, observation: Observation) -> bool:
         every = self.config.vlm.every
@@ -56,7 +58,6 @@ class VlmClipTeacher(ClipTeacher):
             if self.cache is not None:
                 self.cache.put(list(new.items()), self.vlm.name, self.prompt)
             known |= new
-        self.queries += len(frames)
         return [known[k] for k in keys]
 
     def label(self, observations: list[Observation]) -> Labels:
