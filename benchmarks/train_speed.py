@@ -1,7 +1,7 @@
 """Training speed: Semore against the pixel baseline, at the reference and the quickstart settings.
 
-Both encoders are timed side by side in one run (rounds alternate between them, so machine noise
-hits both alike), on identical synthetic batches. Updates/s comes from the median update time;
+Both encoders, each with the SAC learner and the DrQ-v2 learner, are timed side by side in one run
+(rounds alternate between them, so machine noise hits all alike), on identical synthetic batches. Updates/s comes from the median update time;
 env frames/s times collection as the trainer does it (render, plus the sim teacher's segmentation
 render for Semore). Writes benchmarks/results/train_speed.json and prints a table.
 
@@ -22,7 +22,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.agent import Agent  # noqa: E402
+from training.agent import Agent, make_agent  # noqa: E402
 from training.config import RunConfig, load_config  # noqa: E402
 from training.envs import make_env  # noqa: E402
 from training.replay import synthetic_batch  # noqa: E402
@@ -33,7 +33,13 @@ SETTINGS = {
     "reference": ROOT / "configs/reference/cartpole_swingup.yaml",
     "quickstart": ROOT / "configs/quickstart.yaml",
 }
-ENCODERS = {"semore": [], "pixel": ["encoder.kind=pixel", "teacher.kind=none"]}
+PIXEL = ["encoder.kind=pixel", "teacher.kind=none"]
+ENCODERS = {
+    "semore": [],
+    "pixel": PIXEL,
+    "semore-drqv2": ["agent.kind=drqv2"],
+    "pixel-drqv2": [*PIXEL, "agent.kind=drqv2"],
+}
 
 
 def configs(setting: str, compile_encoder: bool) -> dict[str, RunConfig]:
@@ -45,14 +51,14 @@ def update_times(agents: dict[str, Agent], config: dict[str, RunConfig], rounds:
     rng = np.random.default_rng(0)
     batches = {k: synthetic_batch(c, agents[k].action_dim, rng) for k, c in config.items()}
     for kind, agent in agents.items():  # warm-up (and compilation when enabled)
-        agent.update(batches[kind])
-        agent.update(batches[kind])
+        agent.update(batches[kind], frames=0)
+        agent.update(batches[kind], frames=0)
     times: dict[str, list[float]] = {kind: [] for kind in agents}
     for _ in range(rounds):
         for kind, agent in agents.items():
             for _ in range(updates):
                 tic = time.perf_counter()
-                agent.update(batches[kind])
+                agent.update(batches[kind], frames=0)
                 times[kind].append(time.perf_counter() - tic)
     return times
 
@@ -90,7 +96,7 @@ def main() -> None:
     rows = []
     for setting in SETTINGS:
         config = configs(setting, args.compile)
-        agents = {kind: Agent(c, 1, torch.device("cpu")) for kind, c in config.items()}
+        agents = {kind: make_agent(c, 1, torch.device("cpu")) for kind, c in config.items()}
         times = update_times(agents, config, args.rounds, args.updates)
         entry = {}
         for kind, c in config.items():
@@ -106,21 +112,26 @@ def main() -> None:
         entry["semore_over_pixel"] = round(
             entry["semore"]["median_update_s"] / entry["pixel"]["median_update_s"], 3
         )
+        entry["drqv2_over_sac_pixel"] = round(
+            entry["pixel-drqv2"]["median_update_s"] / entry["pixel"]["median_update_s"], 3
+        )
         results["settings"][setting] = entry
         results[f"semore_over_pixel_{setting}"] = entry["semore_over_pixel"]
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        f"\n{'setting':<11} {'encoder':<7} {'batch':>5} {'px':>4} {'update ms':>10} {'updates/s':>10} {'env frames/s':>13}"
+        f"\n{'setting':<11} {'encoder':<12} {'batch':>5} {'px':>4} {'update ms':>10} {'updates/s':>10} {'env frames/s':>13}"
     )
     for setting, kind, e in rows:
         print(
-            f"{setting:<11} {kind:<7} {e['batch_size']:>5} {e['image_size']:>4} {1000 * e['median_update_s']:>10.1f} "
+            f"{setting:<11} {kind:<12} {e['batch_size']:>5} {e['image_size']:>4} {1000 * e['median_update_s']:>10.1f} "
             f"{e['updates_per_s']:>10.2f} {e['env_frames_per_s']:>13.1f}"
         )
     for setting in SETTINGS:
         print(f"semore / pixel update time, {setting}: {results[f'semore_over_pixel_{setting}']:.3f}x")
+        drqv2 = results["settings"][setting]["drqv2_over_sac_pixel"]
+        print(f"drqv2 / sac update time (pixel encoder), {setting}: {drqv2:.3f}x")
     print(f"wrote {args.out}")
 
 

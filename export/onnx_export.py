@@ -59,6 +59,7 @@ def policy_spec(
         camera=env.camera,
         render_quality=env.render_quality,
         encoder_kind=config.encoder.kind,
+        agent_kind=config.agent.kind,
         teacher_kind=config.teacher.kind,
         training_frames=training_frames,
         checkpoint_sha256=sha256,

@@ -14,7 +14,7 @@ from torch import nn
 
 from training import checkpoint
 from training.config import RunConfig
-from training.networks import Actor, make_encoder, preprocess
+from training.networks import Actor, make_actor, make_encoder, preprocess
 
 
 class PolicyGraph(nn.Module):
@@ -36,7 +36,7 @@ class PolicyGraph(nn.Module):
 def build_policy_graph(config: RunConfig, action_low: list[float], action_high: list[float]) -> PolicyGraph:
     """A policy graph with freshly initialised weights, shaped by the run config."""
     encoder = make_encoder(config.encoder, config.env.frame_stack, config.env.image_size)
-    actor = Actor(encoder.feature_dim, len(action_low), config.agent.hidden_dim)
+    actor = make_actor(config.agent, config.encoder, encoder.feature_dim, len(action_low))
     return PolicyGraph(encoder, actor, action_low, action_high).eval()
 
 

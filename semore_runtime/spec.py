@@ -31,6 +31,7 @@ class PolicySpec(BaseModel):
     camera: int | None = None
     render_quality: str = "default"
     encoder_kind: Literal["semore", "pixel"]
+    agent_kind: Literal["sac", "drqv2"] = "sac"  # the actor's shape: tanh-Gaussian mean or DrQ-v2 trunk
     teacher_kind: str
     training_frames: int = Field(ge=0)
     checkpoint_sha256: str = ""

@@ -1,13 +1,21 @@
-"""SAC from pixels with the Semore auxiliary losses (or the DrQ-v2 style baseline encoder).
+"""Learners from pixels, with Semore's auxiliary losses: SAC (`agent.kind: sac`) and DrQ-v2 (`drqv2`).
 
-One update = one encoder pass with gradients on augmented observations, one target-encoder pass
-without, shared by the critic target and the motion-transition target. The critic loss and the
-auxiliary losses train the encoder together; the actor reads a detached feature.
+One update reads as DrQ-v2's: augment, encode, `update_critic` (the critic loss and the auxiliary
+losses train the encoder together), `update_actor` on the detached feature, then move the targets.
+
+The critic target follows SAC-AE and DrQ-v2:
+- sac: the next action comes from the actor on the *online* encoder's feature of next_obs (no
+  gradients), the feature the actor is trained on; the target critic reads the *target*
+  (EMA) encoder's feature of the same frames.
+- drqv2: there is no target encoder: one online pass over next_obs without gradients serves the
+  actor and the target critic, and exploration noise follows a linear schedule in frames.
 """
 
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,8 +23,8 @@ import torch.nn.functional as F
 
 from training.augment import random_shift
 from training.config import RunConfig
-from training.losses import AuxiliaryHeads
-from training.networks import Actor, Critic, make_encoder, preprocess
+from training.losses import AuxiliaryHeads, AuxTargets, latent_spread, masked_mean
+from training.networks import Critic, Encoding, make_actor, make_encoder, preprocess
 from training.replay import Batch
 
 
@@ -26,7 +34,33 @@ def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) ->
             t.lerp_(s, tau)
 
 
-class Agent:
+def enabled_losses(config: RunConfig) -> list[str]:
+    """The auxiliary losses this run trains: one place decides, from the config's switches."""
+    auxiliary = config.agent.auxiliary
+    if auxiliary is None:
+        auxiliary = config.encoder.kind == "semore"
+    teacher = config.encoder.kind == "semore" and config.teacher.kind != "none"
+    wanted = {"transition": auxiliary, "reward": auxiliary, "knowledge_map": teacher, "contrastive": teacher}
+    weights = config.agent.loss_weights.model_dump()
+    return [name for name, on in wanted.items() if on and weights[name] > 0]
+
+
+@dataclass
+class Views:
+    """The augmented tensors of one update (each random shift drawn independently)."""
+
+    obs: torch.Tensor
+    next_obs: torch.Tensor
+    teacher_map: torch.Tensor | None = None  # moves with obs
+    obs2: torch.Tensor | None = None  # a second augmentation of obs, for the contrastive key
+    teacher_map2: torch.Tensor | None = None  # moves with obs2
+
+
+class Agent(ABC):
+    """What both learners share: encoder, twin critics, auxiliary heads and the critic update."""
+
+    uses_target_encoder = False
+
     def __init__(
         self, config: RunConfig, action_dim: int, device: torch.device, embedding_dim: int | None = None
     ) -> None:
@@ -36,110 +70,210 @@ class Agent:
         self.encoder = make_encoder(enc, config.env.frame_stack, config.env.image_size).to(device)
         if enc.channels_last:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
-        self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         feature_dim = self.encoder.feature_dim
-        self.actor = Actor(feature_dim, action_dim, agent.hidden_dim).to(device)
+        self.actor = make_actor(agent, enc, feature_dim, action_dim).to(device)
         self.critic = Critic(feature_dim, action_dim, agent.hidden_dim).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.semore = enc.kind == "semore"
-        self.uses_teacher = self.semore and config.teacher.kind != "none"
-        self.aux = (
-            AuxiliaryHeads(
+        self.losses = enabled_losses(config)
+        self.aux = None
+        if self.losses:
+            self.aux = AuxiliaryHeads(
+                self.losses,
                 feature_dim,
-                enc.feature_dim,
-                self.encoder.semantic_channels,
+                enc.feature_dim if enc.kind == "semore" else feature_dim,
                 action_dim,
                 agent.n_step,
-                embedding_dim,
+                ema_target=self.uses_target_encoder,
+                knowledge_dim=(embedding_dim or self.encoder.semantic_channels)
+                if "contrastive" in self.losses
+                else None,
             ).to(device)
-            if self.semore
-            else None
-        )
-        self.log_alpha = torch.tensor(np.log(agent.init_temperature), device=device, requires_grad=True)
-        self.target_entropy = -float(action_dim)
-
+        self.embedding_key = embedding_dim is not None
         learned = [*self.encoder.parameters(), *self.critic.parameters()]
         if self.aux is not None:
-            learned += list(self.aux.parameters())
+            learned += self.aux.trained_parameters()
         self.critic_optimizer = torch.optim.Adam(learned, lr=agent.lr)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=agent.lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=agent.lr)
-        self.encode = torch.compile(self.encoder) if enc.compile else self.encoder
-        self.encode_target = torch.compile(self.encoder_target) if enc.compile else self.encoder_target
+        # The compiled encoder runs the updates; the plain one acts (batch 1) and holds the weights.
+        self.compiled_encoder = torch.compile(self.encoder) if enc.compile else self.encoder
         self.updates = 0
-        self.actor_metrics = {"actor": float("nan"), "alpha": float("nan"), "entropy": float("nan")}
-
-    @property
-    def alpha(self) -> torch.Tensor:
-        return self.log_alpha.exp()
+        self.actor_metrics: dict[str, float] = {}
 
     def _frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = preprocess(torch.as_tensor(frames, device=self.device))
         return x.contiguous(memory_format=torch.channels_last) if self.config.encoder.channels_last else x
 
     @torch.no_grad()
-    def act(self, stack: np.ndarray, explore: bool) -> np.ndarray:
-        """One action in [-1, 1]^A for a [K, H, W, 3] stack: sampled when exploring, else the mean."""
+    def act(self, stack: np.ndarray, explore: bool, frames: int = 0) -> np.ndarray:
+        """One action in [-1, 1]^A for a [K, H, W, 3] stack: explored at `frames`, else the mean."""
         feature = self.encoder(self._frames(stack[None])).feature
-        action = self.actor.sample(feature)[0] if explore else self.actor.mean_action(feature)
+        action = self.explore(feature, frames) if explore else self.actor.mean_action(feature)
         return action[0].cpu().numpy()
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def augment(self, batch: Batch) -> Views:
+        pad = self.config.agent.augment_pad
+        obs, next_obs = self._frames(batch.obs), self._frames(batch.next_obs)
+        (next_aug,) = random_shift(next_obs, pad=pad)
+        if "knowledge_map" not in self.losses and "contrastive" not in self.losses:
+            (obs_aug,) = random_shift(obs, pad=pad)
+            return Views(obs_aug, next_aug)
+        maps = F.interpolate(
+            batch.knowledge_map[:, None].float() / 255.0, size=obs.shape[-2:], mode="nearest"
+        )
+        obs_aug, map_aug = random_shift(obs, maps, pad=pad)  # the map moves with its frame
+        views = Views(obs_aug, next_aug, map_aug)
+        if "contrastive" in self.losses and not self.embedding_key:
+            views.obs2, views.teacher_map2 = random_shift(obs, maps, pad=pad)
+        return views
+
+    def update(self, batch: Batch, frames: int) -> dict[str, float]:
         cfg = self.config.agent
-        t = {k: torch.as_tensor(v, device=self.device) for k, v in vars(batch).items() if v is not None}
-        pad = cfg.augment_pad
-        obs, teacher_map = self._frames(t["obs"]), None
-        if self.uses_teacher:
-            maps = F.interpolate(
-                t["knowledge_map"][:, None].float() / 255.0, size=obs.shape[-2:], mode="nearest"
-            )
-            obs, teacher_map = random_shift(obs, maps, pad=pad)  # the map moves with its frame
-        else:
-            (obs,) = random_shift(obs, pad=pad)
-        (next_obs,) = random_shift(self._frames(t["next_obs"]), pad=pad)
-
+        batch = batch.to(self.device)
+        views = self.augment(batch)
+        encoding = self.compiled_encoder(views.obs)
         with torch.no_grad():
-            target_next = self.encode_target(next_obs)
-            next_action, next_log_prob = self.actor.sample(target_next.feature)
-            target_q = torch.min(*self.critic_target(target_next.feature, next_action))
-            target = t["reward"] + t["discount"] * (target_q - self.alpha.detach() * next_log_prob)
+            target_q, aux_targets = self.targets(views, batch, frames)
+        metrics = self.update_critic(encoding, batch, target_q, aux_targets)
+        self.updates += 1
+        if self.updates % cfg.actor_update_every == 0:
+            self.actor_metrics = self.update_actor(encoding.feature.detach(), frames)
+        if self.updates % cfg.target_update_every == 0:
+            self.update_targets()
+        # The actor's figures are the latest ones, so every row of the update log has every column.
+        return metrics | self.actor_metrics
 
-        encoding = self.encode(obs)
-        q1, q2 = self.critic(encoding.feature, t["action"])
-        metrics = {"critic": F.mse_loss(q1, target) + F.mse_loss(q2, target)}
+    def targets(self, views: Views, batch: Batch, frames: int) -> tuple[torch.Tensor, AuxTargets | None]:
+        """The critic's TD target and the auxiliary losses' targets, from one pass per encoder."""
+        next_online = self.compiled_encoder(views.next_obs)
+        next_target = self.target_encoding(views.next_obs, next_online)
+        target_q = batch.reward + batch.discount * self.next_value(next_online, next_target, frames)
+        if self.aux is None:
+            return target_q, None
+        latent = next_target.motion if next_target.motion is not None else next_target.feature
+        aux = AuxTargets(next_latent=latent)
+        if views.teacher_map is not None:
+            aux.teacher_cells = self.encoder.map_to_cells(views.teacher_map)
+        if "contrastive" in self.losses:
+            if views.obs2 is not None:
+                cells2 = self.encoder.map_to_cells(views.teacher_map2)
+                semantic2 = self.target_semantic_features(views.obs2)
+                aux.knowledge = masked_mean(semantic2, cells2)
+                aux.knowledge_valid = cells2.flatten(1).sum(1) > 0
+            else:
+                aux.knowledge = batch.knowledge_embedding.float()
+                aux.knowledge_valid = torch.ones(len(aux.knowledge), dtype=torch.bool, device=self.device)
+        return target_q, aux
+
+    def update_critic(
+        self, encoding: Encoding, batch: Batch, target_q: torch.Tensor, aux_targets: AuxTargets | None
+    ) -> dict[str, float]:
+        cfg = self.config.agent
+        q1, q2 = self.critic(encoding.feature, batch.action)
+        metrics = {"critic": F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)}
         total = metrics["critic"]
         if self.aux is not None:
-            aux = self.aux.losses(
-                encoding,
-                target_next.motion,
-                t["action"],
-                t["actions"],
-                t["step_reward"],
-                teacher_map,
-                t.get("knowledge_embedding"),
-                cfg.contrastive_temperature,
-            )
             weights = cfg.loss_weights.model_dump()
-            for name, loss in aux.items():
-                metrics[name] = loss
-                total = total + weights[name] * loss
+            aux = self.aux.losses(encoding, batch, aux_targets, cfg.contrastive_temperature)
+            for name in self.losses:
+                metrics[name] = aux[name]
+                total = total + weights[name] * aux[name]
         self.critic_optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.critic_optimizer.step()
-
-        self.updates += 1
-        if self.updates % cfg.actor_update_every == 0:
-            self.actor_metrics = {
-                k: float(v.detach()) for k, v in self._update_actor(encoding.feature.detach()).items()
-            }
-        if self.updates % cfg.target_update_every == 0:
-            soft_update(self.critic_target, self.critic, cfg.critic_tau)
-            soft_update(self.encoder_target, self.encoder, cfg.encoder_tau)
         metrics["q"] = q1.mean()
-        # The actor's figures are the latest ones, so every row of the update log has every column.
-        return {k: float(v.detach()) for k, v in metrics.items()} | self.actor_metrics
+        metrics["spread_feature"] = latent_spread(encoding.feature)
+        if encoding.semantic is not None:
+            metrics["spread_semantic"] = latent_spread(encoding.semantic)
+            metrics["spread_motion"] = latent_spread(encoding.motion)
+        return {k: float(v.detach()) for k, v in metrics.items()}
 
-    def _update_actor(self, feature: torch.Tensor) -> dict[str, torch.Tensor]:
+    def update_targets(self) -> None:
+        cfg = self.config.agent
+        soft_update(self.critic_target, self.critic, cfg.critic_tau)
+        if self.aux is not None and self.aux.target_projection is not None:
+            soft_update(self.aux.target_projection, self.aux.projection, cfg.encoder_tau)
+
+    # What each learner defines.
+    @abstractmethod
+    def explore(self, feature: torch.Tensor, frames: int) -> torch.Tensor:
+        """An exploratory action for `feature` at `frames` environment frames."""
+
+    @abstractmethod
+    def next_value(self, next_online: Encoding, next_target: Encoding, frames: int) -> torch.Tensor:
+        """The bootstrapped value of next_obs, before discounting."""
+
+    @abstractmethod
+    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, float]:
+        """One actor step on the detached feature; returns its metrics."""
+
+    def target_encoding(self, next_obs: torch.Tensor, next_online: Encoding) -> Encoding:
+        """What the target critic and the transition target read: the online pass, without a target encoder."""
+        return next_online
+
+    def target_semantic_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The contrastive key's semantic map: the target encoder's, or the online one's without it."""
+        return self.encoder.semantic_features(x)
+
+    def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
+        modules = {
+            "encoder": self.encoder,
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "critic_optimizer": self.critic_optimizer,
+            "actor_optimizer": self.actor_optimizer,
+        }
+        return modules | ({"aux": self.aux} if self.aux is not None else {})
+
+    def state_dict(self) -> dict:
+        return {name: m.state_dict() for name, m in self.modules().items()} | {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+        self.updates = state["updates"]
+
+
+class SacAgent(Agent):
+    """SAC from pixels: tanh-Gaussian actor, learned temperature (target entropy -|A|), EMA target
+    encoder (encoder_tau) and target critic (critic_tau)."""
+
+    uses_target_encoder = True
+
+    def __init__(
+        self, config: RunConfig, action_dim: int, device: torch.device, embedding_dim: int | None = None
+    ) -> None:
+        super().__init__(config, action_dim, device, embedding_dim)
+        self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.compiled_encoder_target = (
+            torch.compile(self.encoder_target) if config.encoder.compile else self.encoder_target
+        )
+        self.log_alpha = torch.tensor(
+            np.log(config.agent.init_temperature), device=device, requires_grad=True
+        )
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.agent.lr)
+        self.target_entropy = -float(action_dim)
+        self.actor_metrics = {"actor": float("nan"), "alpha": float("nan"), "entropy": float("nan")}
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp()
+
+    def explore(self, feature: torch.Tensor, frames: int) -> torch.Tensor:
+        return self.actor.sample(feature)[0]
+
+    def target_encoding(self, next_obs: torch.Tensor, next_online: Encoding) -> Encoding:
+        return self.compiled_encoder_target(next_obs)
+
+    def target_semantic_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder_target.semantic_features(x)
+
+    def next_value(self, next_online: Encoding, next_target: Encoding, frames: int) -> torch.Tensor:
+        next_action, next_log_prob = self.actor.sample(next_online.feature)
+        target_q = torch.min(*self.critic_target(next_target.feature, next_action))
+        return target_q - self.alpha.detach() * next_log_prob
+
+    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, float]:
         action, log_prob = self.actor.sample(feature)
         q = torch.min(*self.critic(feature, action))
         actor_loss = (self.alpha.detach() * log_prob - q).mean()
@@ -151,31 +285,67 @@ class Agent:
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optimizer.step()
-        return {"actor": actor_loss, "alpha": self.alpha.detach(), "entropy": -log_prob.mean()}
+        return {
+            "actor": float(actor_loss.detach()),
+            "alpha": float(self.alpha.detach()),
+            "entropy": float(-log_prob.detach().mean()),
+        }
 
-    def state_dict(self) -> dict:
-        modules = {
-            "encoder": self.encoder,
+    def update_targets(self) -> None:
+        super().update_targets()
+        soft_update(self.encoder_target, self.encoder, self.config.agent.encoder_tau)
+
+    def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
+        return super().modules() | {
             "encoder_target": self.encoder_target,
-            "actor": self.actor,
-            "critic": self.critic,
-            "critic_target": self.critic_target,
-            "critic_optimizer": self.critic_optimizer,
-            "actor_optimizer": self.actor_optimizer,
             "alpha_optimizer": self.alpha_optimizer,
         }
-        if self.aux is not None:
-            modules["aux"] = self.aux
-        state = {name: m.state_dict() for name, m in modules.items()}
-        return state | {"log_alpha": self.log_alpha.detach().clone(), "updates": self.updates}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"log_alpha": self.log_alpha.detach().clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("encoder", "encoder_target", "actor", "critic", "critic_target"):
-            getattr(self, name).load_state_dict(state[name])
-        for name in ("critic_optimizer", "actor_optimizer", "alpha_optimizer"):
-            getattr(self, name).load_state_dict(state[name])
-        if self.aux is not None:
-            self.aux.load_state_dict(state["aux"])
+        super().load_state_dict(state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.updates = state["updates"]
+
+
+class DrQV2Agent(Agent):
+    """DrQ-v2: DDPG with clipped double Q, exploration std linear in frames (agent.noise_std over
+    agent.noise_frames), noise clipped to agent.noise_clip in the target and the actor update."""
+
+    def __init__(
+        self, config: RunConfig, action_dim: int, device: torch.device, embedding_dim: int | None = None
+    ) -> None:
+        super().__init__(config, action_dim, device, embedding_dim)
+        self.actor_metrics = {"actor": float("nan"), "noise_std": float("nan")}
+
+    def noise_std(self, frames: int) -> float:
+        start, end = self.config.agent.noise_std
+        progress = min(frames / self.config.agent.noise_frames, 1.0)
+        return start + progress * (end - start)
+
+    def explore(self, feature: torch.Tensor, frames: int) -> torch.Tensor:
+        return self.actor.sample(feature, self.noise_std(frames))
+
+    def next_value(self, next_online: Encoding, next_target: Encoding, frames: int) -> torch.Tensor:
+        next_action = self.actor.sample(
+            next_online.feature, self.noise_std(frames), self.config.agent.noise_clip
+        )
+        return torch.min(*self.critic_target(next_target.feature, next_action))
+
+    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, float]:
+        std = self.noise_std(frames)
+        action = self.actor.sample(feature, std, self.config.agent.noise_clip)
+        actor_loss = -torch.min(*self.critic(feature, action)).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        return {"actor": float(actor_loss.detach()), "noise_std": std}
+
+
+def make_agent(
+    config: RunConfig, action_dim: int, device: torch.device, embedding_dim: int | None = None
+) -> Agent:
+    cls = DrQV2Agent if config.agent.kind == "drqv2" else SacAgent
+    return cls(config, action_dim, device, embedding_dim)

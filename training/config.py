@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from training.geometry import conv_output_size
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -111,7 +113,14 @@ class EncoderConfig(Strict):
     channels: int = Field(32, ge=4, description="conv width of each path")
     layers: int = Field(4, ge=2, le=8)
     feature_dim: int = Field(50, ge=8, description="per-path latent; the fused feature is 2x this")
-    attention_grid: int = Field(6, ge=1, description="feature maps are pooled to grid^2 attention tokens")
+    attention_grid: int = Field(
+        6, ge=1, description="each path's map is tiled exactly by grid x grid attention tokens"
+    )
+    knowledge_gate: Literal["predicted", "detached"] = Field(
+        "predicted",
+        description="detached: only the knowledge-map loss trains the knowledge head, so its map is "
+        "the distilled teacher; predicted: the critic and the contrastive loss train it too",
+    )
     channels_last: bool = True
     compile: bool = False
 
@@ -124,6 +133,15 @@ class LossWeights(Strict):
 
 
 class AgentConfig(Strict):
+    kind: Literal["sac", "drqv2"] = Field(
+        "sac",
+        description="sac: SAC-AE style (tanh-Gaussian actor, learned temperature, EMA target encoder); "
+        "drqv2: DDPG with scheduled exploration noise, the actor's own trunk, no target encoder",
+    )
+    auxiliary: bool | None = Field(
+        None,
+        description="the transition and reward losses; None: on for the semore encoder, off for pixel",
+    )
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(256, ge=2)
     hidden_dim: int = Field(1024, ge=8)
@@ -133,7 +151,17 @@ class AgentConfig(Strict):
     encoder_tau: float = Field(0.005, gt=0, le=1)
     actor_update_every: int = Field(2, ge=1)
     target_update_every: int = Field(2, ge=1)
-    init_temperature: float = Field(0.1, gt=0)
+    init_temperature: float = Field(0.1, gt=0, description="sac: the entropy temperature's start")
+    noise_std: tuple[float, float] = Field(
+        (1.0, 0.1), description="drqv2: exploration std, from the first value down to the second"
+    )
+    noise_frames: int = Field(
+        200_000,
+        ge=1,
+        description="drqv2: frames over which the std falls linearly (DrQ-v2: 100k agent steps "
+        "at action repeat 2)",
+    )
+    noise_clip: float = Field(0.3, gt=0, description="drqv2: clip of the target and actor-update noise")
     augment_pad: int = Field(4, ge=0)
     contrastive_temperature: float = Field(0.1, gt=0)
     loss_weights: LossWeights = Field(default_factory=LossWeights)
@@ -161,6 +189,20 @@ class RunConfig(Strict):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _grid_tiles_both_paths(self) -> RunConfig:
+        enc, size = self.encoder, self.env.image_size
+        motion_side = conv_output_size(size, enc.layers, strided=2)
+        if motion_side < 1:
+            raise ValueError(f"encoder.layers: {enc.layers} conv layers leave nothing of a {size} px image")
+        if enc.kind == "semore" and enc.attention_grid > motion_side:
+            raise ValueError(
+                f"encoder.attention_grid: {enc.attention_grid} is larger than the motion path's "
+                f"{motion_side} x {motion_side} map at {size} px and {enc.layers} layers, so some "
+                f"tokens would hold no pixel; use at most {motion_side}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _teacher_needs_objects(self) -> RunConfig:

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.config import EncoderConfig
+from training.config import AgentConfig, EncoderConfig
+from training.geometry import conv_output_size, receptive_field, token_cells
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -35,13 +36,6 @@ def conv_stack(in_channels: int, channels: int, layers: int, strided: int = 1) -
             nn.ReLU(),
         ]
     return nn.Sequential(*modules)
-
-
-def conv_output_size(image_size: int, layers: int, strided: int = 1) -> int:
-    size = image_size
-    for i in range(layers):
-        size = (size - 3) // (2 if i < strided else 1) + 1
-    return size
 
 
 def orthogonal_init(module: nn.Module) -> None:
@@ -82,15 +76,32 @@ class PixelEncoder(nn.Module):
         return Encoding(self.project(self.convs(x).flatten(1)))
 
 
-def pool_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """[B, C, h, w] -> [B, grid^2, C] by average pooling over equal cells (zero-padded edges).
+class TokenGrid(nn.Module):
+    """A side x side map <-> grid^2 tokens, over cells that tile the map exactly (no padding).
 
-    Static-shape pooling rather than adaptive pooling, so the graph exports to ONNX for any h.
+    Both directions are matmuls with fixed matrices, so the graph exports to ONNX for any side and
+    grid (adaptive pooling with uneven cells does not export), and no token is ever made of zero
+    padding: a padded token would still take attention weight and carry nothing.
     """
-    cell = math.ceil(x.shape[-1] / grid)
-    pad = cell * grid - x.shape[-1]
-    pooled = F.avg_pool2d(F.pad(x, (0, pad, 0, pad)) if pad else x, cell)
-    return pooled.flatten(2).transpose(1, 2)
+
+    def __init__(self, side: int, grid: int) -> None:
+        super().__init__()
+        cells = token_cells(side, grid)
+        member = torch.zeros(side, grid)
+        for i, (start, end) in enumerate(cells):
+            member[start:end, i] = 1.0
+        member = torch.kron(member, member)  # [side^2, grid^2]: pixel (y, x) belongs to token (i, j)
+        self.register_buffer("member", member, persistent=False)
+        self.register_buffer("average", member / member.sum(0), persistent=False)
+        self.side, self.grid = side, grid
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, side, side] -> [B, grid^2, C]: the mean of each cell."""
+        return (x.flatten(2) @ self.average).transpose(1, 2)
+
+    def sum_cells(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., C, side, side] -> [..., C, grid^2]: the sum over each cell."""
+        return x.flatten(-2) @ self.member
 
 
 class KnowledgeAttention(nn.Module):
@@ -126,7 +137,8 @@ class PathLatent(nn.Module):
 
     def __init__(self, channels: int, side: int, grid: int, dim: int) -> None:
         super().__init__()
-        self.side, self.grid, self.cell = side, grid, math.ceil(side / grid)
+        self.tokens = TokenGrid(side, grid)
+        self.side = side
         self.linear = nn.Linear(channels * side * side, dim)
         self.norm = nn.LayerNorm(dim)
 
@@ -134,7 +146,7 @@ class PathLatent(nn.Module):
         """[dim, grid^2 * C]: the linear weights summed over each token's cell, in (token, channel) order."""
         dim = self.linear.out_features
         weight = self.linear.weight.view(dim, -1, self.side, self.side)
-        return pool_tokens(weight, self.grid).reshape(dim, -1) * self.cell**2
+        return self.tokens.sum_cells(weight).transpose(1, 2).reshape(dim, -1)
 
     def forward(self, feature_map: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         return self.norm(self.linear(feature_map.flatten(1)) + attended.flatten(1) @ self.token_weights().T)
@@ -174,7 +186,9 @@ class SemoreEncoder(nn.Module):
         sem_ch, mot_ch = config.channels, max(config.channels // 2, 4)
         self.side = conv_output_size(image_size, config.layers)
         motion_side = conv_output_size(image_size, config.layers, strided=2)
-        self.grid = min(config.attention_grid, motion_side)
+        self.grid = config.attention_grid
+        self.field = receptive_field(config.layers)
+        self.detach_gate = config.knowledge_gate == "detached"
         self.semantic_convs = conv_stack(3, sem_ch, config.layers)
         self.motion_convs = conv_stack(3 * (frame_stack - 1), mot_ch, config.layers, strided=2)
         self.knowledge_head = nn.Sequential(
@@ -191,24 +205,44 @@ class SemoreEncoder(nn.Module):
         self.feature_dim = 2 * fdim
         self.semantic_channels = sem_ch
 
+    def semantic_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The semantic path's map of the newest frame, [B, C, side, side]."""
+        return self.semantic_convs(x[:, -3:])
+
     def forward(self, x: torch.Tensor) -> Encoding:
-        semantic = self.semantic_convs(x[:, -3:])
+        semantic = self.semantic_features(x)
         motion = self.motion_convs(x[:, 3:] - x[:, :-3])
         knowledge_logits = self.knowledge_head(semantic)
-        knowledge = pool_tokens(semantic * torch.sigmoid(knowledge_logits), self.grid) + self.position
+        gate = torch.sigmoid(knowledge_logits)
+        if self.detach_gate:  # only the knowledge-map loss trains the head: it stays the teacher's
+            gate = gate.detach()
+        semantic_tokens = self.semantic_latent.tokens
+        knowledge = semantic_tokens.pool(semantic * gate) + self.position
         z_sem = self.semantic_latent(
-            semantic, self.semantic_attention(knowledge, pool_tokens(semantic, self.grid))
+            semantic, self.semantic_attention(knowledge, semantic_tokens.pool(semantic))
         )
-        z_mot = self.motion_latent(motion, self.motion_attention(knowledge, pool_tokens(motion, self.grid)))
+        # The motion path's queries are a stop-gradient copy of the knowledge tokens, so the
+        # transition loss (and the critic, through z_mot) trains the motion path and the query
+        # projection, never the semantic convs: each auxiliary loss stays on its own path.
+        motion_tokens = self.motion_latent.tokens.pool(motion)
+        z_mot = self.motion_latent(motion, self.motion_attention(knowledge.detach(), motion_tokens))
         fused = torch.tanh(self.fuse_norm(self.fuse(z_sem, z_mot)))
         return Encoding(fused, z_sem, z_mot, knowledge_logits, semantic)
 
+    def map_to_cells(self, teacher_map: torch.Tensor) -> torch.Tensor:
+        """A teacher map at image resolution [B, 1, S, S] -> [B, 1, side, side], aligned with the cells.
+
+        Unpadded convs centre cell j on pixel `first_centre + jump * j` (2j + 7 for 4 layers), so
+        each cell takes the mean of the `jump` x `jump` pixels at its own centre. An area resize of
+        the whole map would centre cell j elsewhere, several pixels off near the borders.
+        """
+        jump, side = self.field.jump, self.side
+        start = self.field.first_centre - (jump - 1) // 2
+        window = teacher_map[..., start : start + jump * side, start : start + jump * side]
+        return F.avg_pool2d(window, jump) if jump > 1 else window
+
 
 def make_encoder(config: EncoderConfig, frame_stack: int, image_size: int) -> PixelEncoder | SemoreEncoder:
-    if conv_output_size(image_size, config.layers, strided=2) < 1:
-        raise ValueError(
-            f"encoder.layers: {config.layers} conv layers leave nothing of a {image_size} px image"
-        )
     cls = SemoreEncoder if config.kind == "semore" else PixelEncoder
     encoder = cls(config, frame_stack, image_size)
     encoder.apply(orthogonal_init)
@@ -221,8 +255,8 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     )
 
 
-class Actor(nn.Module):
-    """Tanh-Gaussian policy; `mean_action` is the deterministic action that gets exported."""
+class GaussianActor(nn.Module):
+    """SAC's tanh-Gaussian policy; `mean_action` is the deterministic action that gets exported."""
 
     def __init__(self, feature_dim: int, action_dim: int, hidden: int) -> None:
         super().__init__()
@@ -247,6 +281,43 @@ class Actor(nn.Module):
         log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prob = log_prob - (2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
         return action, log_prob
+
+
+class DeterministicActor(nn.Module):
+    """DrQ-v2's actor: its own trunk (Linear + LayerNorm + tanh) on the detached feature, then an
+    MLP to tanh(mu). Exploration adds Gaussian noise of a scheduled std; `mean_action` is exported.
+    """
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: int, trunk_dim: int) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(feature_dim, trunk_dim), nn.LayerNorm(trunk_dim), nn.Tanh())
+        self.net = mlp(trunk_dim, hidden, action_dim)
+        self.apply(orthogonal_init)
+
+    def mean_action(self, feature: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(self.trunk(feature)))
+
+    def sample(self, feature: torch.Tensor, std: float, clip: float | None = None) -> torch.Tensor:
+        """mu + N(0, std), the noise clipped to +-clip when given, the action clamped to [-1, 1].
+
+        The clamp passes gradients straight through (as DrQ-v2's truncated normal), so an action
+        at a bound still tells the actor which way its mean should move.
+        """
+        mu = self.mean_action(feature)
+        noise = torch.randn_like(mu) * std
+        if clip is not None:
+            noise = noise.clamp(-clip, clip)
+        action = mu + noise
+        return action + (action.clamp(-1.0, 1.0) - action).detach()
+
+
+Actor = GaussianActor | DeterministicActor
+
+
+def make_actor(agent: AgentConfig, encoder: EncoderConfig, feature_dim: int, action_dim: int) -> Actor:
+    if agent.kind == "drqv2":
+        return DeterministicActor(feature_dim, action_dim, agent.hidden_dim, encoder.feature_dim)
+    return GaussianActor(feature_dim, action_dim, agent.hidden_dim)
 
 
 class Critic(nn.Module):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from training.config import RunConfig
@@ -30,6 +31,12 @@ class Batch:
     actions: np.ndarray  # [B, n, A]: the actions between obs and next_obs (zeros past the end)
     knowledge_map: np.ndarray | None  # [B, m, m] uint8 teacher map of obs's newest frame
     knowledge_embedding: np.ndarray | None = None  # [B, D] float16 global teacher embedding of it
+
+    def to(self, device: torch.device) -> Batch:
+        """The same batch as tensors on `device`; absent fields stay None."""
+        return Batch(
+            **{k: None if v is None else torch.as_tensor(v, device=device) for k, v in vars(self).items()}
+        )
 
 
 ARRAYS = (

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from training import checkpoint
-from training.agent import Agent
+from training.agent import make_agent
 from training.config import RunConfig, save_config
 from training.envs import make_env
 from training.logger import RunLogger, plot_curve
@@ -52,7 +52,7 @@ class Trainer:
         self.eval_env = make_env(config.env, config.seed + EVAL_SEED_OFFSET)
         self.teacher = make_teacher(config.teacher, config.env.id, self.device)
         embedding_dim = self.teacher.embedding_dim if self.teacher is not None else None
-        self.agent = Agent(config, self.env.action_dim, self.device, embedding_dim)
+        self.agent = make_agent(config, self.env.action_dim, self.device, embedding_dim)
         self.replay = ReplayBuffer(
             capacity=min(config.train.replay_capacity, config.train.frames // config.env.action_repeat + 10),
             frame_shape=self.env.frame_shape,
@@ -101,7 +101,7 @@ class Trainer:
                 if self.frames < cfg.seed_frames:
                     action = self.rng.uniform(-1.0, 1.0, self.env.action_dim).astype(np.float32)
                 else:
-                    action = self.agent.act(step.stack, explore=True)
+                    action = self.agent.act(step.stack, explore=True, frames=self.frames)
                 step = self.env.step(action)
                 t = self.replay.add(action, step.reward, step.frame, step.terminal)
                 episode_steps += 1
@@ -114,9 +114,8 @@ class Trainer:
                     if self.agent.updates == 0 and self.labels is not None:
                         self.labels.drain()  # the first update needs labelled transitions
                     for _ in range(cfg.updates_per_step):
-                        metrics = self.agent.update(
-                            self.replay.sample(self.config.agent.batch_size, self.rng)
-                        )
+                        batch = self.replay.sample(self.config.agent.batch_size, self.rng)
+                        metrics = self.agent.update(batch, self.frames)
                     if self.agent.updates // UPDATE_LOG_EVERY != logged_bucket:  # the first, then every 100
                         logged_bucket = self.agent.updates // UPDATE_LOG_EVERY
                         self.logger.log("update", self.frames, metrics)

@@ -14,7 +14,7 @@ from semore_runtime.policy import OnnxPolicy, PolicyLoadError
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
 from tests.conftest import ROOT, TINY
 from training import checkpoint
-from training.agent import Agent
+from training.agent import make_agent
 from training.config import load_config
 from training.envs import make_env
 from training.evaluate import env_config_for, to_unit
@@ -22,15 +22,16 @@ from training.evaluate import env_config_for, to_unit
 TASK = ["env.id=dmc:cartpole-balance", "teacher.objects=[cart, pole_1]"]
 
 
-def make_checkpoint(path, encoder: str, seed: int = 0):
+def make_checkpoint(path, encoder: str, seed: int = 0, learner: str = "sac"):
     """A checkpoint as semore-train writes it, from a freshly initialised agent."""
     overrides = [*TINY, *TASK, f"encoder.kind={encoder}", "env.image_size=48", "encoder.layers=3"]
+    overrides.append(f"agent.kind={learner}")
     if encoder == "pixel":
         overrides.append("teacher.kind=none")
     config = load_config(overrides=overrides)
     torch.manual_seed(seed)
     env = make_env(config.env, 0)
-    agent = Agent(config, env.action_dim, torch.device("cpu"))
+    agent = make_agent(config, env.action_dim, torch.device("cpu"))
     state = {
         "config": config.model_dump(mode="json"),
         "agent": agent.state_dict(),
@@ -45,10 +46,11 @@ def make_checkpoint(path, encoder: str, seed: int = 0):
     return config, agent
 
 
-@pytest.fixture(scope="module", params=["semore", "pixel"])
+@pytest.fixture(scope="module", params=["semore-sac", "pixel-sac", "semore-drqv2"])
 def exported(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
-    config, agent = make_checkpoint(folder / "checkpoint.pt", request.param)
+    encoder, learner = request.param.split("-")
+    config, agent = make_checkpoint(folder / "checkpoint.pt", encoder, learner=learner)
     report = export_checkpoint(folder / "checkpoint.pt", folder / "policy.onnx")
     return config, agent, report
 
@@ -71,6 +73,7 @@ def test_file_is_valid_self_describing_and_batch_dynamic(exported):
     policy = OnnxPolicy(report.path, device="cpu")
     assert policy.spec == report.spec
     assert policy.spec.encoder_kind == config.encoder.kind and policy.spec.training_frames == 123 * 8
+    assert policy.spec.agent_kind == config.agent.kind
     assert policy.spec.action_repeat == 8 and policy.spec.stack_shape == (3, 48, 48, 3)
     frames = np.random.default_rng(0).integers(0, 256, (7, 3, 48, 48, 3), dtype=np.uint8)
     actions = policy.act(frames)
@@ -84,7 +87,7 @@ def test_actions_land_in_the_env_bounds(tmp_path):
         overrides=[*TINY, "env.id=gym:CarRacing-v3", "teacher.objects=[road, car]", "env.image_size=48"]
     )
     torch.manual_seed(0)
-    agent = Agent(config, 3, torch.device("cpu"))
+    agent = make_agent(config, 3, torch.device("cpu"))
     state = {
         "config": config.model_dump(mode="json"),
         "agent": agent.state_dict(),

@@ -3,20 +3,20 @@ import torch
 
 from tests.conftest import TINY
 from training import checkpoint
-from training.agent import Agent
+from training.agent import make_agent
 from training.config import load_config
 
 
 def test_save_then_load_gives_identical_actions(tmp_path):
     config = load_config(overrides=[*TINY, "teacher.objects=[cart]"])
     torch.manual_seed(0)
-    agent = Agent(config, 2, torch.device("cpu"))
+    agent = make_agent(config, 2, torch.device("cpu"))
     path = tmp_path / "checkpoint.pt"
     checkpoint.save_atomic({"agent": agent.state_dict()}, path)
     assert not (tmp_path / "checkpoint.pt.tmp").exists()
 
     torch.manual_seed(1)  # different initial weights
-    restored = Agent(config, 2, torch.device("cpu"))
+    restored = make_agent(config, 2, torch.device("cpu"))
     restored.load_state_dict(checkpoint.load(path)["agent"])
     stacks = np.random.default_rng(0).integers(0, 256, (5, 3, 32, 32, 3), dtype=np.uint8)
     for stack in stacks:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.agent import Agent
+from training.agent import make_agent
 from training.config import load_config
 from training.losses import info_nce
 from training.replay import synthetic_batch
@@ -27,9 +27,9 @@ def history(tmp_path_factory):
             "teacher.map_size=8",
         ]
     )
-    agent = Agent(config, 2, torch.device("cpu"))
+    agent = make_agent(config, 2, torch.device("cpu"))
     batch = synthetic_batch(config, 2, np.random.default_rng(0))
-    return [agent.update(batch) for _ in range(150)]
+    return [agent.update(batch, frames=0) for _ in range(150)]
 
 
 @pytest.mark.parametrize("name", ["critic", "transition", "reward", "knowledge_map", "contrastive"])

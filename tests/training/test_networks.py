@@ -1,8 +1,20 @@
 import pytest
 import torch
 
-from training.config import EncoderConfig
-from training.networks import Actor, Critic, PathLatent, SemoreEncoder, make_encoder, pool_tokens, preprocess
+from tests.conftest import ROOT
+from training.config import ConfigError, EncoderConfig, load_config
+from training.geometry import conv_output_size, receptive_field
+from training.networks import (
+    Critic,
+    DeterministicActor,
+    GaussianActor,
+    PathLatent,
+    SemoreEncoder,
+    TokenGrid,
+    conv_stack,
+    make_encoder,
+    preprocess,
+)
 
 
 def frames(batch=4, k=3, size=64):
@@ -35,7 +47,7 @@ def test_encoder_output_shapes_and_dtypes(kind, size):
 
 
 def test_semore_paths_read_the_newest_frame_and_the_differences():
-    encoder = make_encoder(EncoderConfig(kind="semore", channels=8, feature_dim=8), 3, 32)
+    encoder = make_encoder(EncoderConfig(kind="semore", channels=8, feature_dim=8, attention_grid=3), 3, 32)
     assert isinstance(encoder, SemoreEncoder)
     assert encoder.semantic_convs[0].in_channels == 3
     assert encoder.motion_convs[0].in_channels == 6
@@ -45,13 +57,60 @@ def test_semore_paths_read_the_newest_frame_and_the_differences():
     assert motion_input.abs().max() == 0
 
 
-def test_token_pooling_averages_each_cell_with_zero_padding():
+def test_token_pooling_averages_each_cell_of_an_exact_tiling():
     x = torch.arange(2 * 3 * 9 * 9, dtype=torch.float32).reshape(2, 3, 9, 9)
-    tokens = pool_tokens(x, 3)
+    tokens = TokenGrid(9, 3).pool(x)
     assert tokens.shape == (2, 9, 3)
     torch.testing.assert_close(tokens[:, 0], x[:, :, :3, :3].mean((2, 3)))
-    uneven = pool_tokens(torch.ones(1, 1, 5, 5), 2)  # cells of 3, the last row/column padded
-    torch.testing.assert_close(uneven[0, :, 0], torch.tensor([1.0, 6 / 9, 6 / 9, 4 / 9]))
+    # 5 rows in 2 cells: rows 0-1 and 2-4, no padding; a constant map pools to itself everywhere.
+    uneven = TokenGrid(5, 2).pool(torch.ones(1, 1, 5, 5))
+    torch.testing.assert_close(uneven[0, :, 0], torch.ones(4))
+    torch.testing.assert_close(TokenGrid(5, 2).pool(x[:1, :1, :5, :5])[0, 3, 0], x[0, 0, 2:5, 2:5].mean())
+
+
+@pytest.mark.parametrize("setting", ["quickstart", "reference/cartpole_swingup"])
+def test_every_token_of_both_paths_covers_map_pixels_and_no_pixel_is_left_out(setting):
+    """At the reference settings (84 px, grid 7) the old padded pooling gave motion tokens of pure padding."""
+    config = load_config(ROOT / f"configs/{setting}.yaml", ["device=cpu"])
+    encoder = make_encoder(config.encoder, config.env.frame_stack, config.env.image_size)
+    for latent in (encoder.semantic_latent, encoder.motion_latent):
+        member = latent.tokens.member  # [side^2, grid^2]
+        assert (member.sum(0) >= 1).all(), "a token holds no pixel"
+        assert (member.sum(1) == 1).all(), "a pixel belongs to no token, or to two"
+
+
+def test_a_grid_larger_than_the_motion_map_is_refused_naming_the_field():
+    motion_side = conv_output_size(48, 3, strided=2)
+    with pytest.raises(ConfigError, match="encoder.attention_grid"):
+        load_config(ROOT / "configs/quickstart.yaml", [f"encoder.attention_grid={motion_side + 1}"])
+
+
+@pytest.mark.parametrize(("layers", "strided"), [(2, 1), (3, 1), (4, 1), (3, 2)])
+def test_receptive_field_arithmetic_matches_the_convs(layers, strided):
+    """The input pixels that move feature cell (j, j) are centred where geometry says."""
+    torch.manual_seed(0)
+    convs = torch.nn.Sequential(
+        *[m for m in conv_stack(3, 4, layers, strided) if isinstance(m, torch.nn.Conv2d)]
+    )
+    field = receptive_field(layers, strided)
+    x = torch.randn(1, 3, 40, 40, requires_grad=True)
+    j = 1
+    convs(x)[0, :, j, j].abs().sum().backward()
+    rows = x.grad[0].abs().sum(0).nonzero()[:, 0]
+    assert rows.min() + rows.max() == 2 * (field.first_centre + field.jump * j)
+    assert rows.max() - rows.min() + 1 == field.size
+
+
+def test_a_small_object_near_a_border_lights_only_the_cell_centred_on_it():
+    """At 48 px and 3 layers cell j is centred on pixel 2j + 5 and owns pixels 2j + 5 and 2j + 6."""
+    encoder = make_encoder(EncoderConfig(kind="semore", channels=8, layers=3, attention_grid=3), 3, 48)
+    teacher_map = torch.zeros(1, 1, 48, 48)
+    teacher_map[0, 0, 41:43, 7:9] = 1.0  # a 2 x 2 px object, 5 px from the bottom border
+    cells = encoder.map_to_cells(teacher_map)[0, 0]
+    assert cells.shape == (encoder.side, encoder.side) == (19, 19)
+    assert cells[18, 1] == 1.0
+    cells[18, 1] = 0
+    assert cells.abs().sum() == 0, "the object lit a cell whose receptive field is not centred on it"
 
 
 @pytest.mark.parametrize(("side", "grid"), [(9, 3), (11, 5), (25, 5)])
@@ -60,15 +119,14 @@ def test_path_latent_equals_residual_add_then_projection(side, grid):
     torch.manual_seed(0)
     latent = PathLatent(4, side, grid, 6)
     feature_map, attended = torch.randn(3, 4, side, side), torch.randn(3, grid * grid, 4)
-    cell = -(-side // grid)
-    upsampled = attended.transpose(1, 2).reshape(3, 4, grid, grid)
-    upsampled = upsampled.repeat_interleave(cell, 2).repeat_interleave(cell, 3)[:, :, :side, :side]
+    # Upsample explicitly: every pixel takes its own cell's token.
+    upsampled = (attended.transpose(1, 2) @ latent.tokens.member.T).reshape(3, 4, side, side)
     explicit = latent.norm(latent.linear((feature_map + upsampled).flatten(1)))
     torch.testing.assert_close(latent(feature_map, attended), explicit, atol=1e-5, rtol=1e-5)
 
 
 def test_actor_and_critic_shapes():
-    actor, critic = Actor(40, 6, 32), Critic(40, 6, 32)
+    actor, critic = GaussianActor(40, 6, 32), Critic(40, 6, 32)
     feature = torch.randn(5, 40)
     action, log_prob = actor.sample(feature)
     assert action.shape == (5, 6) and log_prob.shape == (5,)
@@ -76,3 +134,16 @@ def test_actor_and_critic_shapes():
     assert actor.mean_action(feature).shape == (5, 6)
     q1, q2 = critic(feature, action)
     assert q1.shape == q2.shape == (5,)
+
+
+def test_drqv2_actor_clips_its_noise_and_passes_gradients_through_the_bounds():
+    torch.manual_seed(0)
+    actor = DeterministicActor(40, 3, 32, trunk_dim=16)
+    feature = torch.randn(256, 40)
+    mean = actor.mean_action(feature)
+    clipped = actor.sample(feature, std=5.0, clip=0.3)
+    assert (clipped - mean).abs().max() <= 0.3 + 1e-6
+    wild = actor.sample(feature, std=5.0)
+    assert wild.abs().max() <= 1.0 and (wild.abs() == 1.0).any()
+    wild.sum().backward()
+    assert actor.net[-1].weight.grad.abs().sum() > 0

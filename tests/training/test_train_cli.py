@@ -60,6 +60,36 @@ def test_tiny_run_writes_everything_a_user_looks_for(tmp_path, env):
     with (out / "update.csv").open() as f:
         columns = next(csv.reader(f))
     assert {"critic", "transition", "reward", "knowledge_map", "contrastive", "actor"} <= set(columns)
+    assert {"spread_feature", "spread_semantic", "spread_motion"} <= set(columns)
+
+
+def test_drqv2_learner_trains_exports_and_evaluates(tmp_path):
+    from training.evaluate import main as semore_eval
+
+    out = tmp_path / "run"
+    finish(train(out, "agent.kind=drqv2", "teacher.objects=[cart, pole_1]", "train.update_every_steps=2"))
+    with (out / "update.csv").open() as f:
+        columns = next(csv.reader(f))
+    assert {"noise_std", "transition", "contrastive"} <= set(columns) and "alpha" not in columns
+    export = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.cli",
+            "--checkpoint",
+            str(out / "checkpoint.pt"),
+            "--out",
+            str(out / "p.onnx"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert export.returncode == 0, export.stdout + export.stderr
+    assert (
+        semore_eval(["--model", str(out / "p.onnx"), "--episodes", "1", "--json", str(out / "e.json")]) == 0
+    )
+    assert json.loads((out / "e.json").read_text())["episodes"] == 1
 
 
 def test_pixel_baseline_without_teacher_runs(tmp_path):

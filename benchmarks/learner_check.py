@@ -1,0 +1,171 @@
+"""Learner check: frames to 800 at the quickstart settings, Semore (sim teacher) against pixel.
+
+Each arm x seed is a real `semore-train --config configs/quickstart.yaml` run in its own folder,
+with the same seeds for every arm. Runs that finished are kept; an interrupted one continues from
+its last checkpoint (`--resume`, the default; `--fresh` starts over). `--jobs 2` runs two trials
+at once with one thread each (two multi-threaded trainings on 2 cores slow each other badly).
+
+Writes benchmarks/results/learner_check.json after every finished trial: per arm and seed the
+frames to the first evaluation >= 800, the best and final return and the latent spreads at the
+end; per arm the median frames to 800 over its seeds (a seed that never got there counts as
+never, and the median is null when more than half never did). Prints a table.
+
+    python benchmarks/learner_check.py [--arms semore-sim pixel] [--seeds 1 2 3] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs/quickstart.yaml"
+TARGET = 800.0
+# An arm is a named set of overrides on the quickstart config; every arm runs the same seeds.
+ARMS = {
+    "semore-sim": [],
+    "semore-none": ["teacher.kind=none"],
+    "semore-sim-detached": ["encoder.knowledge_gate=detached"],
+    "pixel": ["encoder.kind=pixel", "teacher.kind=none"],
+    "pixel+aux": ["encoder.kind=pixel", "teacher.kind=none", "agent.auxiliary=true"],
+}
+SPREADS = ("spread_feature", "spread_semantic", "spread_motion")
+
+
+def trial_command(arm: str, seed: int, out: Path) -> list[str]:
+    overrides = [f"seed={seed}", "train.video=false", *ARMS[arm]]
+    cmd = [sys.executable, "-m", "training.cli", "--config", str(CONFIG), "--out", str(out), "--resume"]
+    return cmd + [a for o in overrides for a in ("--set", o)]
+
+
+def trial_result(out: Path) -> dict | None:
+    """The figures of a finished trial, or None while it is unfinished."""
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    done_frames = (
+        json.loads((out / "trial.json").read_text())["frames"] if (out / "trial.json").exists() else None
+    )
+    if done_frames is None or done_frames != summary["frames"]:
+        return None
+    curve = summary["curve"]
+    reached = next((p["frames"] for p in curve if p["return"] >= TARGET), None)
+    with (out / "update.csv").open() as f:
+        last_update = list(csv.DictReader(f))[-1]
+    return {
+        "frames_to_800": reached,
+        "best_return": summary["best_return"],
+        "final_return": curve[-1]["return"],
+        "frames": summary["frames"],
+        "seconds": summary["seconds"],
+        "ms_per_frame": round(1000 * summary["seconds"] / max(summary["frames"], 1), 2),
+        "spreads": {k: round(float(last_update[k]), 4) for k in SPREADS if last_update.get(k)},
+        "curve": [{"frames": p["frames"], "return": p["return"]} for p in curve],
+    }
+
+
+def median_frames(values: list[int | None]) -> float | None:
+    never = [math.inf if v is None else v for v in values]
+    median = statistics.median(never)
+    return None if math.isinf(median) else median
+
+
+def write_results(runs: Path, arms: list[str], seeds: list[int], path: Path, jobs: int) -> dict:
+    results: dict = {
+        "setting": "configs/quickstart.yaml (dmc:cartpole-balance, 48 px, action repeat 4)",
+        "target_return": TARGET,
+        "machine": f"{os.cpu_count()} CPU cores, no GPU; {jobs} trial(s) at a time"
+        + (", one thread each" if jobs > 1 else ""),
+        "note": "frames are the figure that counts; seconds are context (machine speed varies up to 2x)",
+        "arms": {},
+    }
+    for arm in arms:
+        per_seed = {str(s): trial_result(runs / arm / f"seed{s}") for s in seeds}
+        done = {s: r for s, r in per_seed.items() if r is not None}
+        entry: dict = {"overrides": ARMS[arm], "seeds": done}
+        if len(done) == len(seeds):
+            entry["median_frames_to_800"] = median_frames([r["frames_to_800"] for r in done.values()])
+            entry["seeds_reaching_800"] = sum(r["frames_to_800"] is not None for r in done.values())
+        results["arms"][arm] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def print_table(results: dict) -> None:
+    print(
+        f"\n{'arm':<20} {'seed':>4} {'to 800':>8} {'best':>7} {'final':>7} {'frames':>7} {'ms/frame':>8}  spreads"
+    )
+    for arm, entry in results["arms"].items():
+        for seed, r in entry["seeds"].items():
+            spreads = " ".join(f"{k.removeprefix('spread_')}={v}" for k, v in r["spreads"].items())
+            print(
+                f"{arm:<20} {seed:>4} {str(r['frames_to_800']):>8} {r['best_return']:>7.1f} "
+                f"{r['final_return']:>7.1f} {r['frames']:>7} {r['ms_per_frame']:>8.1f}  {spreads}"
+            )
+        if "median_frames_to_800" in entry:
+            print(f"{arm:<20} median frames to 800: {entry['median_frames_to_800']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arms", nargs="+", default=["semore-sim", "pixel"], choices=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=1, help="trials at a time (one thread each when > 1)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs/learner_check")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/learner_check.json")
+    parser.add_argument("--fresh", action="store_true", help="delete earlier runs of these trials first")
+    args = parser.parse_args()
+
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "TQDM_MININTERVAL": "60"}
+    if args.jobs > 1:
+        env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # Seeds outermost, so an interrupted check has every arm at the same number of seeds.
+    pending = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    running: dict[tuple[str, int], tuple[subprocess.Popen, float]] = {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            arm, seed = pending.pop(0)
+            out = args.runs / arm / f"seed{seed}"
+            if args.fresh and out.exists():
+                shutil.rmtree(out)
+            if trial_result(out) is not None:
+                print(f"{arm} seed {seed}: finished earlier, kept")
+                continue
+            out.mkdir(parents=True, exist_ok=True)
+            log = (out / "train.log").open("a")
+            print(f"{arm} seed {seed}: training in {out} (log: {out / 'train.log'})", flush=True)
+            proc = subprocess.Popen(trial_command(arm, seed, out), cwd=ROOT, env=env, stdout=log, stderr=log)
+            running[(arm, seed)] = (proc, time.perf_counter())
+        time.sleep(5)
+        for (arm, seed), (proc, started) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[(arm, seed)]
+            out = args.runs / arm / f"seed{seed}"
+            if proc.returncode != 0:
+                sys.exit(f"{arm} seed {seed} failed (exit {proc.returncode}); see {out / 'train.log'}")
+            summary = json.loads((out / "summary.json").read_text())
+            (out / "trial.json").write_text(json.dumps({"frames": summary["frames"]}))
+            print(
+                f"{arm} seed {seed}: done, best {summary['best_return']} at {summary['frames']} frames "
+                f"({(time.perf_counter() - started) / 60:.1f} min this session)",
+                flush=True,
+            )
+            write_results(args.runs, args.arms, args.seeds, args.results, args.jobs)
+    print_table(write_results(args.runs, args.arms, args.seeds, args.results, args.jobs))
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()

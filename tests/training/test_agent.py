@@ -1,0 +1,178 @@
+"""The learners' wiring: what each target reads, which loss trains which path, the switches."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY
+from training.agent import DrQV2Agent, SacAgent, enabled_losses, make_agent
+from training.config import load_config
+from training.losses import AuxiliaryHeads, AuxTargets, info_nce
+from training.networks import Encoding
+from training.replay import synthetic_batch
+
+CPU = torch.device("cpu")
+
+
+def config_with(*overrides):
+    return load_config(overrides=[*TINY, "teacher.objects=[cart]", "agent.augment_pad=0", *overrides])
+
+
+def record_inputs(module: torch.nn.Module) -> list:
+    seen = []
+    module.register_forward_hook(lambda _m, args, _out: seen.append(args))
+    return seen
+
+
+def test_sac_target_acts_on_the_online_feature_and_values_the_target_feature():
+    """SAC-AE / DrQ-v2 convention: the actor never sees the target encoder's feature."""
+    torch.manual_seed(0)
+    config = config_with()
+    agent = make_agent(config, 1, CPU)
+    assert isinstance(agent, SacAgent)
+    with torch.no_grad():  # make the target encoder clearly different from the online one
+        for p in agent.encoder_target.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
+    views = agent.augment(batch)
+    actor_inputs, target_critic_inputs = record_inputs(agent.actor), record_inputs(agent.critic_target)
+    with torch.no_grad():
+        agent.targets(views, batch, frames=0)
+        online = agent.encoder(views.next_obs).feature
+        target = agent.encoder_target(views.next_obs).feature
+    assert not torch.allclose(online, target)
+    torch.testing.assert_close(actor_inputs[0][0], online)
+    torch.testing.assert_close(target_critic_inputs[0][0], target)
+
+
+def test_drqv2_has_no_target_encoder_and_one_online_pass_serves_the_target():
+    torch.manual_seed(0)
+    config = config_with("agent.kind=drqv2")
+    agent = make_agent(config, 1, CPU)
+    assert isinstance(agent, DrQV2Agent) and not hasattr(agent, "encoder_target")
+    batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
+    views = agent.augment(batch)
+    critic_inputs = record_inputs(agent.critic_target)
+    with torch.no_grad():
+        agent.targets(views, batch, frames=0)
+        online = agent.encoder(views.next_obs).feature
+    torch.testing.assert_close(critic_inputs[0][0], online)
+    assert "encoder_target" not in agent.state_dict() and "log_alpha" not in agent.state_dict()
+
+
+def test_drqv2_exploration_std_falls_linearly_in_frames_then_stays():
+    agent = make_agent(config_with("agent.kind=drqv2", "agent.noise_frames=1000"), 1, CPU)
+    assert agent.noise_std(0) == pytest.approx(1.0)
+    assert agent.noise_std(500) == pytest.approx(0.55)
+    assert agent.noise_std(1000) == agent.noise_std(10**6) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kind", ["sac", "drqv2"])
+def test_both_learners_update_and_round_trip_their_state(kind):
+    torch.manual_seed(0)
+    config = config_with(f"agent.kind={kind}")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0))
+    metrics = [agent.update(batch, frames=1000) for _ in range(3)][-1]
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
+    torch.manual_seed(1)
+    restored = make_agent(config, 1, CPU)
+    restored.load_state_dict(agent.state_dict())
+    stack = batch.obs[0]
+    np.testing.assert_array_equal(agent.act(stack, explore=False), restored.act(stack, explore=False))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "losses"),
+    [
+        (["encoder.kind=pixel", "teacher.kind=none"], []),
+        (["encoder.kind=pixel", "teacher.kind=none", "agent.auxiliary=true"], ["transition", "reward"]),
+        (["teacher.kind=none"], ["transition", "reward"]),
+        ([], ["transition", "reward", "knowledge_map", "contrastive"]),
+        (["agent.auxiliary=false"], ["knowledge_map", "contrastive"]),
+        (["agent.loss_weights.contrastive=0"], ["transition", "reward", "knowledge_map"]),
+    ],
+    ids=["pixel", "pixel+aux", "semore-none", "semore-sim", "semore-sim-no-aux", "no-contrastive"],
+)
+def test_each_switch_turns_its_losses_on_and_off(overrides, losses):
+    config = config_with(*overrides)
+    assert enabled_losses(config) == losses
+    agent = make_agent(config, 1, CPU)
+    metrics = agent.update(synthetic_batch(config, 1, np.random.default_rng(0)), frames=0)
+    assert {"transition", "reward", "knowledge_map", "contrastive"} & set(metrics) == set(losses)
+    spreads = {"spread_feature"} | (
+        {"spread_semantic", "spread_motion"} if "pixel" not in str(overrides) else set()
+    )
+    assert spreads <= set(metrics)
+
+
+def grads_of(module: torch.nn.Module) -> float:
+    return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+
+def test_the_transition_loss_trains_the_motion_path_only():
+    torch.manual_seed(0)
+    config = config_with()
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
+    views = agent.augment(batch)
+    with torch.no_grad():
+        _, targets = agent.targets(views, batch, frames=0)
+    encoding = agent.encoder(views.obs)
+    agent.aux.losses(encoding, batch, targets, 0.1)["transition"].backward()
+    encoder = agent.encoder
+    assert grads_of(encoder.motion_convs) > 0 and grads_of(encoder.motion_latent) > 0
+    for semantic in (encoder.semantic_convs, encoder.knowledge_head, encoder.semantic_latent):
+        assert grads_of(semantic) == 0
+
+
+def test_the_transition_loss_is_a_cosine_in_a_projected_space():
+    """A plain MSE shrinks with the latents' scale (a collapsing latent wins); this loss does not."""
+    torch.manual_seed(0)
+    heads = AuxiliaryHeads(["transition"], 16, 8, 1, n_step=3, ema_target=True)
+    latent, actions = torch.randn(32, 8), torch.randn(32, 3, 1)
+    target = heads.project_target(torch.randn(32, 8))
+    loss = heads.transition_loss(latent, actions, target)
+    assert 0.0 <= float(loss.detach()) <= 2.0
+    torch.testing.assert_close(loss, heads.transition_loss(latent, actions, 0.01 * target))
+    perfect = heads.predict(latent, actions).detach()
+    assert float(heads.transition_loss(latent, actions, 5 * perfect).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert heads.target_projection is not None and not heads.target_projection.weight.requires_grad
+
+
+def test_the_contrastive_loss_leaves_out_samples_with_an_empty_teacher_map():
+    torch.manual_seed(0)
+    heads = AuxiliaryHeads(["contrastive"], 16, 8, 1, n_step=3, ema_target=True, knowledge_dim=4)
+    semantic, knowledge = torch.randn(6, 8), torch.randn(6, 4)
+    valid = torch.tensor([True, True, False, True, False, True])
+    encoding = Encoding(feature=torch.zeros(6, 16), semantic=semantic)
+    targets = AuxTargets(knowledge=knowledge, knowledge_valid=valid)
+    loss = heads.losses(encoding, None, targets, 0.1)["contrastive"]
+    expected = info_nce(heads.semantic_query(semantic[valid]), heads.knowledge_key(knowledge[valid]), 0.1)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_the_contrastive_positive_is_the_target_semantic_map_under_the_teacher_map_of_another_view():
+    torch.manual_seed(0)
+    config = config_with("agent.augment_pad=4")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
+    views = agent.augment(batch)
+    assert views.obs2 is not None and not torch.equal(views.obs2, views.obs)  # another random shift
+    with torch.no_grad():
+        _, targets = agent.targets(views, batch, frames=0)
+        cells = agent.encoder.map_to_cells(views.teacher_map2)
+        semantic = agent.encoder_target.semantic_features(views.obs2)
+    pooled = (semantic * cells).sum((2, 3)) / cells.sum((2, 3)).clamp_min(1e-3)
+    torch.testing.assert_close(targets.knowledge, pooled)
+    torch.testing.assert_close(targets.knowledge_valid, cells.sum((1, 2, 3)) > 0)
+
+
+@pytest.mark.parametrize(("gate", "trained"), [("predicted", True), ("detached", False)])
+def test_with_a_detached_gate_only_the_map_loss_trains_the_knowledge_head(gate, trained):
+    torch.manual_seed(0)
+    config = config_with(f"encoder.knowledge_gate={gate}")
+    agent = make_agent(config, 1, CPU)
+    x = agent._frames(synthetic_batch(config, 1, np.random.default_rng(0)).obs)
+    agent.encoder(x).feature.sum().backward()  # what the critic's gradient reaches
+    assert (grads_of(agent.encoder.knowledge_head) > 0) == trained
