@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.perturb import PERTURBATIONS, make_perturbation
+
 
 def env_config_for(spec, env_id: str | None):
     from training.config import EnvConfig
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--perturb", help="brightness | color-jitter | noise | occlusion")
+    parser.add_argument("--perturb", help=f"one of: {', '.join(PERTURBATIONS)}")
+    parser.add_argument(
+        "--perturb-level", type=float, default=1.0, help="strength in (0, 1]; 1 is the default and strongest"
+    )
     parser.add_argument("--video", type=Path, help="write the first episode as mp4 (or gif)")
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     parser.add_argument("--token-file", help="bearer token for --server")
@@ -51,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
     from training.envs import make_env
-    from training.perturb import make_perturbation
     from training.rollout import run_episodes, write_video
 
     try:
-        perturb = make_perturbation(args.perturb, args.seed) if args.perturb else None
+        perturb = make_perturbation(args.perturb, args.seed, args.perturb_level) if args.perturb else None
         if args.model is not None:
             from semore_runtime.policy import OnnxPolicy
 
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 client.close()
 
         env = make_env(env_config_for(spec, args.env), args.seed)
+        if perturb is not None:
+            env.perturb(perturb)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"semore-eval: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
             lambda stack: to_unit(act(stack), spec.action_low, spec.action_high),
             args.episodes,
             video,
-            observe=perturb,
             on_reset=on_reset,
         )
     finally:
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "episodes": args.episodes,
         "seed": args.seed,
         "perturb": args.perturb,
+        "perturb_level": args.perturb_level if args.perturb else None,
         "returns": [round(r, 3) for r in stats.returns],
         "mean_return": round(stats.mean, 3),
         "std_return": round(stats.std, 3),

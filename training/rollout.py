@@ -35,11 +35,10 @@ def run_episodes(
     policy: Policy,
     episodes: int,
     video_frames: list[np.ndarray] | None = None,
-    observe: Callable[[np.ndarray], np.ndarray] | None = None,
     on_reset: Callable[[], None] | None = None,
 ) -> EpisodeStats:
-    """`observe` may alter what the policy sees (a perturbation); `video_frames` collects episode 0;
-    `on_reset` tells a stateful policy (a server stream) that a new episode starts."""
+    """`video_frames` collects episode 0 (as the policy saw it); `on_reset` tells a stateful policy
+    (a server stream) that a new episode starts."""
     stats = EpisodeStats()
     start = time.perf_counter()
     for episode in range(episodes):
@@ -50,9 +49,8 @@ def run_episodes(
         while True:
             if video_frames is not None and episode == 0:
                 video_frames.append(step.frame)
-            stack = observe(step.stack) if observe is not None else step.stack
             tic = time.perf_counter()
-            action = policy(stack)
+            action = policy(step.stack)
             stats.policy_seconds.append(time.perf_counter() - tic)
             step = env.step(action)
             total += step.reward

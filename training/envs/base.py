@@ -15,6 +15,7 @@ import numpy as np
 
 from semore_runtime import FrameStack
 from training.config import EnvConfig
+from training.perturb import Perturbation
 
 
 @dataclass
@@ -29,11 +30,24 @@ class Step:
 class PixelEnv(ABC):
     action_low: np.ndarray
     action_high: np.ndarray
+    has_scene = False  # a simulator scene that perturbations can change (dm_control)
 
     def __init__(self, config: EnvConfig) -> None:
         self.config = config
         self.frame_shape = (config.image_size, config.image_size, 3)
         self._stack = FrameStack(config.frame_stack, self.frame_shape)
+        self._perturbation: Perturbation | None = None
+
+    def perturb(self, perturbation: Perturbation) -> None:
+        """From now on every frame is perturbed (and the scene changed once, for scene perturbations)."""
+        if perturbation.needs_scene and not self.has_scene:
+            raise ValueError(f"--perturb: this perturbation needs a dm_control scene, not {self.config.id}")
+        if perturbation.scene is not None:
+            perturbation.scene(self)
+        self._perturbation = perturbation
+
+    def _observe(self, frame: np.ndarray) -> np.ndarray:
+        return frame if self._perturbation is None else self._perturbation(self, frame)
 
     @property
     def action_dim(self) -> int:
@@ -41,7 +55,7 @@ class PixelEnv(ABC):
 
     def reset(self) -> Step:
         self._stack.reset()
-        frame = self._reset()
+        frame = self._observe(self._reset())
         return Step(frame, self._stack.push(frame), 0.0, False, False)
 
     def step(self, action: np.ndarray) -> Step:
@@ -54,7 +68,7 @@ class PixelEnv(ABC):
             total += reward
             if terminal or truncated:
                 break
-        frame = self._render()
+        frame = self._observe(self._render())
         return Step(frame, self._stack.push(frame), total, terminal, terminal or truncated)
 
     @abstractmethod

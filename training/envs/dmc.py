@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from dm_control import suite
-from mujoco import mjtObj
+from mujoco import mjtGeom, mjtObj
 
 from training.config import EnvConfig
 from training.envs.base import PixelEnv
@@ -14,6 +14,8 @@ DEFAULT_CAMERA = {"quadruped": 2}
 
 
 class DMCEnv(PixelEnv):
+    has_scene = True
+
     def __init__(self, name: str, config: EnvConfig, seed: int) -> None:
         super().__init__(config)
         domain, _, task = name.partition("-")
@@ -64,14 +66,30 @@ class DMCEnv(PixelEnv):
                 )
         return np.array(sorted(ids), dtype=np.int32)
 
-    def object_mask(self, objects: list[str]) -> np.ndarray:
+    def _segmentation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel: the geom id, and whether a geom is there at all (else the skybox)."""
         size = self.config.image_size
         seg = self.physics.render(size, size, camera_id=self.camera, segmentation=True)
+        return seg[..., 0], seg[..., 1] == mjtObj.mjOBJ_GEOM
+
+    def object_mask(self, objects: list[str]) -> np.ndarray:
         key = tuple(objects)
         if key not in self._mask_geoms:
             self._mask_geoms[key] = self.geom_ids(objects)
-        is_geom = seg[..., 1] == mjtObj.mjOBJ_GEOM
-        return is_geom & np.isin(seg[..., 0], self._mask_geoms[key])
+        ids, is_geom = self._segmentation()
+        return is_geom & np.isin(ids, self._mask_geoms[key])
+
+    def floor_geoms(self) -> np.ndarray:
+        return np.flatnonzero(self.physics.model.geom_type == mjtGeom.mjGEOM_PLANE)
+
+    def body_geoms(self) -> np.ndarray:
+        """Every geom but the floor: the bodies, and fixed parts such as rails and walls."""
+        return np.flatnonzero(self.physics.model.geom_type != mjtGeom.mjGEOM_PLANE)
+
+    def background_mask(self) -> np.ndarray:
+        """Bool [H, W]: the sky and the floor in the current frame."""
+        ids, is_geom = self._segmentation()
+        return ~is_geom | np.isin(ids, self.floor_geoms())
 
     def _names(self, kind: str) -> list[str]:
         model = self.physics.model
