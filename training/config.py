@@ -121,6 +121,16 @@ class EncoderConfig(Strict):
         description="detached: only the knowledge-map loss trains the knowledge head, so its map is "
         "the distilled teacher; predicted: the critic and the contrastive loss train it too",
     )
+    motion_path: Literal["light", "full"] = Field(
+        "light",
+        description="light: half the channels and one more stride-2 layer (SlowFast's fast pathway); "
+        "full: the semantic path's width and resolution",
+    )
+    fusion: Literal["bilinear", "affine-bilinear"] = Field(
+        "bilinear",
+        description="affine-bilinear: a constant 1 appended to both latents, so the fused feature "
+        "also holds each path's linear terms",
+    )
     channels_last: bool = True
     compile: bool = False
 
@@ -193,7 +203,7 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _grid_tiles_both_paths(self) -> RunConfig:
         enc, size = self.encoder, self.env.image_size
-        motion_side = conv_output_size(size, enc.layers, strided=2)
+        motion_side = conv_output_size(size, enc.layers, strided=2 if enc.motion_path == "light" else 1)
         if motion_side < 1:
             raise ValueError(f"encoder.layers: {enc.layers} conv layers leave nothing of a {size} px image")
         if enc.kind == "semore" and enc.attention_grid > motion_side:

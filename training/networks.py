@@ -157,15 +157,24 @@ class BilinearFusion(nn.Module):
 
     Same function as nn.Bilinear, whose CPU kernel runs a batched matmul per output and cost a
     third of a whole training update; this form is a single GEMM and exports as a plain MatMul.
+
+    affine: a constant 1 is appended to both latents first (as Tensor Fusion Networks do), so the
+    output also holds every linear term of z1 and of z2. Without it each output is a pure product,
+    and the LayerNormed latents (zero mean over their dimensions) carry no constant that could let
+    a term of one path through on its own.
     """
 
-    def __init__(self, in1: int, in2: int, out: int) -> None:
+    def __init__(self, in1: int, in2: int, out: int, affine: bool = False) -> None:
         super().__init__()
+        self.affine = affine
+        in1, in2 = in1 + affine, in2 + affine
         bound = in1**-0.5
         self.weight = nn.Parameter(torch.empty(in1 * in2, out).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out).uniform_(-bound, bound))
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        if self.affine:
+            z1, z2 = F.pad(z1, (0, 1), value=1.0), F.pad(z2, (0, 1), value=1.0)
         outer = (z1.unsqueeze(2) * z2.unsqueeze(1)).flatten(1)
         return outer @ self.weight + self.bias
 
@@ -183,14 +192,15 @@ class SemoreEncoder(nn.Module):
 
     def __init__(self, config: EncoderConfig, frame_stack: int, image_size: int) -> None:
         super().__init__()
-        sem_ch, mot_ch = config.channels, max(config.channels // 2, 4)
+        light = config.motion_path == "light"
+        sem_ch, mot_ch = config.channels, max(config.channels // 2, 4) if light else config.channels
         self.side = conv_output_size(image_size, config.layers)
-        motion_side = conv_output_size(image_size, config.layers, strided=2)
+        motion_side = conv_output_size(image_size, config.layers, strided=1 + light)
         self.grid = config.attention_grid
         self.field = receptive_field(config.layers)
         self.detach_gate = config.knowledge_gate == "detached"
         self.semantic_convs = conv_stack(3, sem_ch, config.layers)
-        self.motion_convs = conv_stack(3 * (frame_stack - 1), mot_ch, config.layers, strided=2)
+        self.motion_convs = conv_stack(3 * (frame_stack - 1), mot_ch, config.layers, strided=1 + light)
         self.knowledge_head = nn.Sequential(
             nn.Conv2d(sem_ch, sem_ch // 2, 1), nn.ReLU(), nn.Conv2d(sem_ch // 2, 1, 1)
         )
@@ -200,7 +210,7 @@ class SemoreEncoder(nn.Module):
         fdim = config.feature_dim
         self.semantic_latent = PathLatent(sem_ch, self.side, self.grid, fdim)
         self.motion_latent = PathLatent(mot_ch, motion_side, self.grid, fdim)
-        self.fuse = BilinearFusion(fdim, fdim, 2 * fdim)
+        self.fuse = BilinearFusion(fdim, fdim, 2 * fdim, affine=config.fusion == "affine-bilinear")
         self.fuse_norm = nn.LayerNorm(2 * fdim)
         self.feature_dim = 2 * fdim
         self.semantic_channels = sem_ch
