@@ -1,0 +1,172 @@
+"""semore-sweep: run a sweep spec's trials (tasks x arms x seeds) on Ray Tune, or locally.
+
+    semore-sweep --spec sweeps/NAME.yaml --out sweeps-out/NAME [--address ADDR] [--resume]
+                 [--backend ray | local]
+
+Ray Tune schedules the trials (locally on this machine's cores by default; `--address` joins an
+existing Ray cluster, where the output folder must be on storage every node sees). Each trial
+asks for the spec's resources, a failed trial runs again up to `retries` times, and `--resume`
+finishes an interrupted sweep: done trials are kept, the others continue from their last
+checkpoint. `--backend local` runs the same spec without Ray, `max_concurrent` trials at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from evidence.spec import SpecError, SweepSpec, Trial, load_spec
+from evidence.trial import TrialFailed, progress, read_state, run_trial
+
+TABLE_EVERY_SECONDS = 30.0
+
+
+def progress_table(trials: list[Trial]) -> str:
+    rows = [f"{'trial':<40} {'state':<8} {'frames':>8} {'return':>8}"]
+    for trial in trials:
+        frames, latest = progress(trial)
+        shown = "-" if math.isnan(latest) else f"{latest:.0f}"
+        rows.append(f"{trial.key:<40} {read_state(trial)['state']:<8} {frames:>8} {shown:>8}")
+    return "\n".join(rows)
+
+
+class TablePrinter(threading.Thread):
+    """Prints the progress table now and then, and whenever a trial changes state."""
+
+    def __init__(self, trials: list[Trial]) -> None:
+        super().__init__(daemon=True)
+        self.trials, self.stopped = trials, threading.Event()
+
+    def run(self) -> None:
+        last_states, last_print = None, 0.0
+        while not self.stopped.wait(1.0):
+            states = [read_state(t)["state"] for t in self.trials]
+            if states != last_states or time.monotonic() - last_print > TABLE_EVERY_SECONDS:
+                print(progress_table(self.trials) + "\n", flush=True)
+                last_states, last_print = states, time.monotonic()
+
+
+def run_local(trials: list[Trial], spec: SweepSpec) -> list[str]:
+    """Each trial in its own processes, max_concurrent at a time; returns the keys that failed."""
+
+    def attempt(trial: Trial) -> str | None:
+        for _ in range(spec.retries + 1):
+            try:
+                run_trial(trial, spec)
+                return None
+            except TrialFailed as exc:
+                print(f"{trial.key}: {exc}", flush=True)
+        return trial.key
+
+    with ThreadPoolExecutor(spec.max_concurrent) as pool:
+        return [key for key in pool.map(attempt, trials) if key is not None]
+
+
+def run_ray(trials: list[Trial], spec: SweepSpec, out: Path, address: str | None) -> list[str]:
+    """Ray Tune schedules one function trial per sweep trial; returns the keys that failed."""
+    import ray
+    from ray import tune
+
+    # A local cluster runs trials at normal priority: Ray's default niceness of 15 for workers
+    # starved them whenever anything else ran (a tiny trial took 4 minutes instead of 1 here).
+    local = {"_system_config": {"worker_niceness": 0}} if address is None else {}
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **local)
+    by_key = {t.key: t for t in trials}
+
+    def trainable(config: dict) -> None:
+        run_trial(by_key[config["trial"]], spec, report=tune.report)
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}),
+        param_space={"trial": tune.grid_search(list(by_key))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str((out / "ray").resolve()),
+            failure_config=tune.FailureConfig(max_failures=spec.retries),
+            verbose=0,
+        ),
+    )
+    try:
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    return [r.config["trial"] for r in results if r.error is not None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="semore-sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, required=True, help="sweeps/NAME.yaml")
+    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. sweeps-out/NAME")
+    parser.add_argument("--address", help="an existing Ray cluster (ray start --head ...); default: local")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    parser.add_argument("--backend", choices=["ray", "local"], default="ray")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print(f"semore-sweep: {exc}", file=sys.stderr)
+        return 2
+    if args.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print(
+                "semore-sweep: Ray is not installed: pip install 'semore[sweep]', or use --backend local",
+                file=sys.stderr,
+            )
+            return 2
+    elif args.address:
+        print("semore-sweep: --address needs the ray backend", file=sys.stderr)
+        return 2
+
+    stored = args.out / "sweep.json"
+    resolved = spec.model_dump(mode="json")
+    if stored.exists():
+        if not args.resume:
+            print(
+                f"semore-sweep: {args.out} already holds a sweep: pass --resume to finish it", file=sys.stderr
+            )
+            return 2
+        if json.loads(stored.read_text()) != resolved:
+            print(
+                f"semore-sweep: {args.spec} differs from the sweep in {args.out}; use another --out",
+                file=sys.stderr,
+            )
+            return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    stored.write_text(json.dumps(resolved, indent=2) + "\n")
+
+    trials = spec.trials(args.out)
+    pending = [t for t in trials if read_state(t)["state"] != "done"]
+    print(
+        f"{spec.name}: {len(trials)} trials, {len(trials) - len(pending)} done earlier, {args.backend} backend"
+    )
+    printer = TablePrinter(trials)
+    printer.start()
+    try:
+        failed = run_ray(pending, spec, args.out, args.address) if args.backend == "ray" and pending else []
+        if args.backend == "local":
+            failed = run_local(pending, spec)
+    finally:
+        printer.stopped.set()
+        printer.join()
+    print(progress_table(trials))
+    if failed:
+        print(
+            f"semore-sweep: {len(failed)} trial(s) failed: {', '.join(failed)}; rerun with --resume",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"all {len(trials)} trials done; next: semore-report {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""semore-sweep: real tiny sweeps through Ray Tune and through the local backend, resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def sweep(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "evidence.sweep", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def finished(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def states(out) -> dict[str, str]:
+    return {
+        str(p.parent.relative_to(out / "trials")): json.loads(p.read_text())["state"]
+        for p in sorted((out / "trials").glob("*/*/*/trial.json"))
+    }
+
+
+@pytest.mark.parametrize("backend", ["ray", "local"])
+def test_a_two_trial_sweep_trains_exports_and_evaluates_every_trial(tmp_path, tiny_sweep_spec, backend):
+    out = tmp_path / "out"
+    log = finished(sweep("--spec", str(tiny_sweep_spec()), "--out", str(out), "--backend", backend))
+    assert states(out) == {
+        "cartpole_balance/pixel/seed1": "done",
+        "cartpole_balance/semore-sim/seed1": "done",
+    }
+    for arm in ("pixel", "semore-sim"):
+        trial = out / "trials/cartpole_balance" / arm / "seed1"
+        assert (trial / "policy.onnx").is_file()
+        assert json.loads((trial / "run/summary.json").read_text())["frames"] == 480
+        clean = json.loads((trial / "eval/clean.json").read_text())
+        perturbed = json.loads((trial / "eval/colors.json").read_text())
+        assert clean["perturb"] is None and perturbed["perturb"] == "colors" and perturbed["episodes"] == 1
+    assert "semore-report" in log and "cartpole_balance/semore-sim/seed1" in log
+    assert json.loads((out / "sweep.json").read_text())["name"] == "tiny"
+
+
+def test_resume_after_a_kill_keeps_finished_trials_and_finishes_the_rest(tmp_path, tiny_sweep_spec):
+    spec, out = tiny_sweep_spec(max_concurrent=1), tmp_path / "out"
+    proc = sweep("--spec", str(spec), "--out", str(out), "--backend", "local", start_new_session=True)
+    first = out / "trials/cartpole_balance/pixel/seed1/trial.json"
+    deadline = time.time() + 400
+    while time.time() < deadline and not (
+        first.exists() and json.loads(first.read_text())["state"] == "done"
+    ):
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads(first.read_text())["state"] == "done", "the first trial did not finish in time"
+    assert states(out)["cartpole_balance/semore-sim/seed1"] != "done"
+    kept = {p: p.stat().st_mtime_ns for p in first.parent.rglob("*") if p.is_file()}
+
+    refused = sweep("--spec", str(spec), "--out", str(out), "--backend", "local")
+    assert refused.wait(timeout=120) == 2 and "--resume" in refused.stdout.read()
+    log = finished(sweep("--spec", str(spec), "--out", str(out), "--backend", "local", "--resume"))
+    assert "1 done earlier" in log
+    assert set(states(out).values()) == {"done"}
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "a finished trial was run again"
+
+
+def test_a_bad_override_fails_before_any_work_naming_the_trial_and_field(tmp_path, tiny_sweep_spec):
+    spec = tiny_sweep_spec(
+        arms={"pixel": ["encoder.kind=pixel", "teacher.kind=none"], "typo": ["agent.lrr=1"]}
+    )
+    proc = sweep("--spec", str(spec), "--out", str(tmp_path / "out"), "--backend", "local")
+    assert proc.wait(timeout=120) == 2
+    message = proc.stdout.read()
+    assert "cartpole_balance/typo/seed1" in message and "agent.lrr" in message
+    assert not (tmp_path / "out").exists()
