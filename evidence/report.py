@@ -46,6 +46,17 @@ def load_runs(sweep: Path, spec: dict) -> list[Run]:
     return runs
 
 
+def trial_curves(sweep: Path) -> dict[str, dict]:
+    """Every trial's state and learning curve so far, finished or not (for a sweep cut short)."""
+    curves = {}
+    for trial_json in sorted((sweep / "trials").glob("*/*/*/trial.json")):
+        summary = trial_json.parent / "run" / "summary.json"
+        curve = json.loads(summary.read_text())["curve"] if summary.exists() else []
+        key = str(trial_json.parent.relative_to(sweep / "trials"))
+        curves[key] = {"state": json.loads(trial_json.read_text())["state"], "curve": curve}
+    return curves
+
+
 def normalise(value: float, task: str, spec: dict) -> float:
     low, high = spec["return_range"][task]
     return (value - low) / (high - low)
@@ -222,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", type=Path, help="a semore-sweep output folder")
     parser.add_argument("--out", type=Path, help="where to write the report (default: SWEEP/report)")
     parser.add_argument("--json", type=Path, help="also write report.json here")
+    parser.add_argument(
+        "--curves", type=Path, help="also write every trial's curve so far (running ones too)"
+    )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
@@ -237,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
+    if args.curves:
+        args.curves.write_text(json.dumps(trial_curves(args.sweep), indent=1) + "\n")
     table = markdown(report, perturbations)
     (out / "report.md").write_text(table)
     plot(report, perturbations, out)

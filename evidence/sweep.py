@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from evidence.spec import SpecError, SweepSpec, Trial, load_spec
-from evidence.trial import TrialFailed, progress, read_state, run_trial
+from evidence.trial import TrialFailed, TrialStopped, progress, read_state, run_trial, stop_all
 
 TABLE_EVERY_SECONDS = 30.0
 
@@ -150,10 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     printer = TablePrinter(trials)
     printer.start()
+    # SIGTERM (a time budget ran out, `timeout`, a scheduler) ends the trials' processes with the
+    # sweep, instead of leaving them to train on; --resume continues from their checkpoints.
+    signal.signal(signal.SIGTERM, lambda *_: stop_all())
     try:
         failed = run_ray(pending, spec, args.out, args.address) if args.backend == "ray" and pending else []
         if args.backend == "local":
             failed = run_local(pending, spec)
+    except TrialStopped:
+        print(progress_table(trials))
+        print("semore-sweep: stopped; finish it with --resume", file=sys.stderr)
+        return 124
     finally:
         printer.stopped.set()
         printer.join()

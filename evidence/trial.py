@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,23 @@ from pathlib import Path
 from evidence.spec import ROOT, SweepSpec, Trial
 
 POLL_SECONDS = 5.0
+_running: set[subprocess.Popen] = set()
+_stopping = threading.Event()
 
 
 class TrialFailed(RuntimeError):
     """A step of the trial exited non-zero; its log is named in the message."""
+
+
+class TrialStopped(RuntimeError):
+    """The sweep was told to stop (its time budget ran out); the trial resumes with --resume."""
+
+
+def stop_all() -> None:
+    """Ends every step in flight and starts no more: what a sweep does on SIGTERM."""
+    _stopping.set()
+    for proc in list(_running):
+        proc.terminate()
 
 
 def read_state(trial: Trial) -> dict:
@@ -51,8 +65,11 @@ def progress(trial: Trial) -> tuple[int, float]:
 
 
 def _step(cmd: list[str], log: Path, env: dict, on_poll: Callable[[], None] | None = None) -> None:
+    if _stopping.is_set():
+        raise TrialStopped("the sweep is stopping")
     with log.open("a") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _running.add(proc)
         try:
             while proc.poll() is None:
                 time.sleep(POLL_SECONDS if on_poll else 0.2)
@@ -62,6 +79,9 @@ def _step(cmd: list[str], log: Path, env: dict, on_poll: Callable[[], None] | No
             if proc.poll() is None:  # the trial was cancelled: stop the step with it
                 proc.terminate()
                 proc.wait()
+            _running.discard(proc)
+    if _stopping.is_set():
+        raise TrialStopped("the sweep was stopped")
     if proc.returncode != 0:
         raise TrialFailed(f"`{' '.join(cmd[2:4])}` exited {proc.returncode}; see {log}")
 
@@ -131,7 +151,8 @@ def run_trial(trial: Trial, spec: SweepSpec, report: Callable[[dict], None] | No
             _step(cmd, log, env)
     except BaseException as exc:
         frames, latest = progress(trial)
-        write_state(trial, "failed", frames=frames, latest_return=latest, error=str(exc))
+        state = "stopped" if isinstance(exc, TrialStopped) else "failed"
+        write_state(trial, state, frames=frames, latest_return=latest, error=str(exc))
         raise
     frames, latest = progress(trial)
     write_state(trial, "done", frames=frames, latest_return=latest)

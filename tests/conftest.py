@@ -7,6 +7,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +34,26 @@ TINY = [
 @pytest.fixture
 def tiny() -> list[str]:
     return list(TINY)
+
+
+@pytest.fixture
+def tiny_sweep_spec(tmp_path: Path):
+    """Writes a spec of 2 arms x 1 seed on cartpole at TINY budgets; keyword arguments override fields."""
+
+    def write(**fields) -> Path:
+        spec = {
+            "name": "tiny",
+            "base": "configs/quickstart.yaml",
+            "set": [*TINY, "train.video=false"],
+            "tasks": {"cartpole_balance": ["env.id=dmc:cartpole-balance"]},
+            "arms": {"pixel": ["encoder.kind=pixel", "teacher.kind=none"], "semore-sim": []},
+            "seeds": [1],
+            "eval": {"episodes": 1, "perturbations": ["colors"]},
+            "max_concurrent": 2,
+            "retries": 0,
+        } | fields
+        path = tmp_path / "tiny.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    return write

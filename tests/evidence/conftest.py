@@ -1,35 +1,9 @@
-"""Fixtures for the sweep tests: a tiny sweep spec written to a temporary folder."""
+"""Fixtures for the report tests: a sweep folder as semore-sweep leaves it."""
 
 import json
 from pathlib import Path
 
 import pytest
-import yaml
-
-from tests.conftest import TINY
-
-
-@pytest.fixture
-def tiny_sweep_spec(tmp_path: Path):
-    """Writes a spec of 2 arms x 1 seed on cartpole at TINY budgets; keyword arguments override fields."""
-
-    def write(**fields) -> Path:
-        spec = {
-            "name": "tiny",
-            "base": "configs/quickstart.yaml",
-            "set": [*TINY, "train.video=false"],
-            "tasks": {"cartpole_balance": ["env.id=dmc:cartpole-balance"]},
-            "arms": {"pixel": ["encoder.kind=pixel", "teacher.kind=none"], "semore-sim": []},
-            "seeds": [1],
-            "eval": {"episodes": 1, "perturbations": ["colors"]},
-            "max_concurrent": 2,
-            "retries": 0,
-        } | fields
-        path = tmp_path / "tiny.yaml"
-        path.write_text(yaml.safe_dump(spec))
-        return path
-
-    return write
 
 
 @pytest.fixture

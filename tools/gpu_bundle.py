@@ -1,0 +1,147 @@
+"""Builds what the GPU machine lacks, small enough to travel with the working tree (64 MiB).
+
+The device machine has Python 3.12 with torch, onnx, onnxruntime (CPU), grpcio, numpy, scipy,
+PyYAML and matplotlib, but no mujoco, dm_control or pydantic, and no network. This downloads
+those wheels for CPython 3.12 on x86-64 Linux into `.whl/` and slims the two large ones:
+- dm_control (56 MB): only the Control Suite is used; the locomotion and manipulation assets,
+  the dog's meshes, test data and the Blender exporter go (about 50 MB);
+- mujoco (27 MB): the experimental studio and its GUI libraries go (about 16 MB).
+The wheels' RECORD files are rewritten to match. With `--gl` it also fetches the EGL and
+OpenGL loader packages that headless rendering needs there into `.gl/` (amd64 .debs).
+
+    python tools/gpu_bundle.py [--out .whl] [--gl]
+then on the device machine: `bash benchmarks/gpu_sweep.sh OUTDIR` (it installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT_MIB = 64
+WHEELS = [
+    "mujoco==3.17.0",
+    "dm_control==1.0.50",
+    "dm-env==1.6",
+    "dm-tree==0.1.10",
+    "pyopengl==3.1.10",
+    "pydantic==2.14.4",
+    "pydantic-core==2.50.5",
+    "annotated-types==0.8.0",
+    "typing-inspection==0.4.5",
+]
+DROP = {
+    "dm_control": (
+        "dm_control/locomotion/",
+        "dm_control/manipulation/",
+        "dm_control/suite/dog_assets/",
+        "dm_control/mujoco/testing/",
+        "dm_control/mjcf/test_assets/",
+        "dm_control/blender/",
+        "dm_control/third_party/",
+    ),
+    "mujoco": ("mujoco/experimental/",),
+}
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+]
+GL_PACKAGES = ["libvulkan1", "libegl1", "libglvnd0", "libopengl0", "libgl1", "libglx0", "libgles2"]
+
+
+def download(out: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(out)]
+    cmd += ["--python-version", "3.12", "--implementation", "cp"]
+    cmd += [arg for p in PLATFORMS for arg in ("--platform", p)] + ["--platform", "any", *WHEELS]
+    subprocess.run(cmd, check=True)
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def slim(wheel: Path, drop: tuple[str, ...]) -> int:
+    """Rewrites the wheel without the dropped paths; returns the bytes saved."""
+    before = wheel.stat().st_size
+    tmp = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        kept = [i for i in src.infolist() if not i.filename.startswith(drop)]
+        record = next(i.filename for i in kept if i.filename.endswith(".dist-info/RECORD"))
+        lines = []
+        for info in kept:
+            if info.filename == record:
+                continue
+            data = src.read(info)
+            dst.writestr(info, data)
+            lines.append(_record_line(info.filename, data))
+        dst.writestr(record, "\n".join([*lines, f"{record},,"]) + "\n")
+    tmp.replace(wheel)
+    return before - wheel.stat().st_size
+
+
+def fetch_gl(out: Path) -> None:
+    """The loaders the device README names, as amd64 .debs, whatever this machine's architecture."""
+    lists = Path("/tmp/amd64")
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    apt = [
+        "apt-get",
+        "-oAPT::Architecture=amd64",
+        "-oAPT::Architectures=amd64",
+        f"-oDir::State::Lists={lists}",
+    ]
+    subprocess.run([*apt, "update"], check=True, stdout=subprocess.DEVNULL)
+    out.mkdir(exist_ok=True)
+    subprocess.run([*apt, "download", *GL_PACKAGES], check=True, cwd=out)
+
+
+def tree_bytes() -> int:
+    """What travels besides the bundle: the files git tracks or would add (not the ignored ones)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return sum((ROOT / f).stat().st_size for f in listed if (ROOT / f).is_file())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / ".whl")
+    parser.add_argument("--gl", action="store_true", help="also fetch the EGL/OpenGL loaders into .gl/")
+    args = parser.parse_args()
+    args.out.mkdir(exist_ok=True)
+    download(args.out)
+    for wheel in sorted(args.out.glob("*.whl")):
+        package = wheel.name.split("-")[0]
+        if package in DROP:
+            saved = slim(wheel, DROP[package])
+            print(f"slimmed {wheel.name}: -{saved / 2**20:.1f} MiB")
+    if args.gl:
+        fetch_gl(ROOT / ".gl")
+    bundle = sum(f.stat().st_size for f in args.out.glob("*.whl"))
+    gl = sum(f.stat().st_size for f in (ROOT / ".gl").glob("*.deb")) if (ROOT / ".gl").exists() else 0
+    tree = tree_bytes()
+    total = (bundle + gl + tree) / 2**20
+    print(
+        f"wheels {bundle / 2**20:.1f} MiB + .gl {gl / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB = {total:.1f} MiB"
+    )
+    if total > LIMIT_MIB:
+        print(f"over the {LIMIT_MIB} MiB a device call carries", file=sys.stderr)
+        return 1
+    print("carry: .whl" + (" .gl" if gl else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
