@@ -2,10 +2,13 @@
 IQM curves, frames to threshold, retention under perturbations), as JSON, markdown and PNGs.
 
     semore-report sweeps-out/NAME [--out DIR] [--json benchmarks/results/evidence_cpu.json]
+                  [--curves PATH] [--reps 2000] [--seed 0]
 
 A run's score is the normalised clean return of its final, exported policy (`eval/clean.json`,
 normalised with the spec's `return_range`). Only finished trials count. No maximum over
 evaluations is reported anywhere: curves are IQMs at each frame count, scores are final policies.
+The intervals come from scipy.stats.bootstrap (evidence.stats), not rliable, whose dependency arch
+7.2.0 does not import with our pandas 3.1.1.
 """
 
 from __future__ import annotations
@@ -33,14 +36,20 @@ class Run:
 
 
 def load_runs(sweep: Path, spec: dict) -> list[Run]:
+    """The finished trials of the spec's tasks; one marked done without a clean evaluation is noted
+    on stderr and left out rather than sinking the whole report."""
     runs = []
     for trial_json in sorted((sweep / "trials").glob("*/*/*/trial.json")):
         trial = json.loads(trial_json.read_text())
-        if trial["state"] != "done":
+        if trial["state"] != "done" or trial["task"] not in spec["tasks"]:
             continue
         folder = trial_json.parent
         evals = {p.stem: json.loads(p.read_text())["mean_return"] for p in (folder / "eval").glob("*.json")}
-        curve = json.loads((folder / "run" / "summary.json").read_text())["curve"]
+        if "clean" not in evals:
+            print(f"semore-report: {folder} is done but has no eval/clean.json; left out", file=sys.stderr)
+            continue
+        summary = folder / "run" / "summary.json"
+        curve = json.loads(summary.read_text())["curve"] if summary.exists() else []
         perturbed = {name: evals[name] for name in spec["eval"]["perturbations"] if name in evals}
         runs.append(Run(trial["task"], trial["arm"], trial["seed"], curve, evals["clean"], perturbed))
     return runs
@@ -58,80 +67,109 @@ def trial_curves(sweep: Path) -> dict[str, dict]:
 
 
 def normalise(value: float, task: str, spec: dict) -> float:
-    low, high = spec["return_range"][task]
+    """(return - low) / (high - low) with the task's return_range; dm_control's 0-1000 where the
+    spec names none, as the sweep spec itself defaults."""
+    low, high = spec.get("return_range", {}).get(task, (0.0, 1000.0))
     return (value - low) / (high - low)
 
 
-def per_task(runs: list[Run], tasks: list[str], value) -> list[np.ndarray]:
-    return [np.array([value(r) for r in runs if r.task == t]) for t in tasks]
+def empty_arm(perturbations: list[str]) -> dict:
+    """An arm with no finished run: listed, with every statistic null."""
+    return {
+        "seeds": 0,
+        **dict.fromkeys(["iqm", "ci_low", "ci_high", "mean", "mean_ci_low", "mean_ci_high"]),
+        "prob_improvement_over_pixel": None,
+        "prob_improvement_ci": None,
+        "frames_to_threshold": {"median": None, "reached": 0, "per_run": {}},
+        "retention": {p: {"mean": None, "ci_low": None, "ci_high": None} for p in perturbations},
+        "curve": [],
+    }
 
 
-def summarise_arm(arm_runs, baseline_runs, arm, spec, tasks, grid, reps, seed) -> dict:
-    baseline = spec["baseline"]
-    entry: dict = {"seeds": len({(r.task, r.seed) for r in arm_runs})}
-    if not arm_runs:
-        return entry | {"iqm": None, "ci_low": None, "ci_high": None, "prob_improvement_over_pixel": None}
-    tasks = [t for t in tasks if any(r.task == t for r in arm_runs)]
-    scores = per_task(arm_runs, tasks, lambda r: normalise(r.clean, r.task, spec))
-    entry["iqm"], entry["ci_low"], entry["ci_high"] = stats.interval(scores, stats.iqm, reps, seed)
-    entry["mean"], entry["mean_ci_low"], entry["mean_ci_high"] = stats.interval(
+def summarise_arm(
+    runs: list[Run],
+    baseline: list[Run],
+    is_baseline: bool,
+    spec: dict,
+    horizon: list[int],
+    reps: int,
+    seed: int,
+) -> dict:
+    """Every statistic of one arm; `baseline` is the baseline arm's runs, `horizon` the frames of the
+    sweep's longest curve (where an early-stopped run's last value is carried to)."""
+    perturbations = spec["eval"]["perturbations"]
+    if not runs:
+        return empty_arm(perturbations)
+    tasks = [t for t in spec["tasks"] if any(r.task == t for r in runs)]
+    by_task = [[r for r in runs if r.task == t] for t in tasks]
+    scores = [np.array([normalise(r.clean, r.task, spec) for r in rs]) for rs in by_task]
+    entry: dict = {"seeds": len(runs)}
+    entry["iqm"], entry["ci_low"], entry["ci_high"] = stats.pooled_interval(scores, stats.iqm, reps, seed)
+    entry["mean"], entry["mean_ci_low"], entry["mean_ci_high"] = stats.pooled_interval(
         scores, stats.mean, reps, seed
     )
+
     entry["prob_improvement_over_pixel"] = entry["prob_improvement_ci"] = None
-    if arm != baseline and baseline_runs:
-        base = per_task(baseline_runs, tasks, lambda r: normalise(r.clean, r.task, spec))
-        if all(len(b) for b in base):
-            point, low, high = stats.probability_of_improvement_interval(scores, base, reps, seed)
-            entry["prob_improvement_over_pixel"], entry["prob_improvement_ci"] = point, [low, high]
-    reached = {
-        f"{r.task}/seed{r.seed}": stats.frames_to_threshold(r.curve, spec["threshold"]) for r in arm_runs
-    }
+    shared = [t for t in tasks if any(r.task == t for r in baseline)]
+    if not is_baseline and shared:
+        x = [scores[tasks.index(t)] for t in shared]
+        y = [np.array([normalise(r.clean, t, spec) for r in baseline if r.task == t]) for t in shared]
+        point, low, high = stats.probability_of_improvement_interval(x, y, reps, seed)
+        entry["prob_improvement_over_pixel"], entry["prob_improvement_ci"] = point, [low, high]
+
+    reached = {f"{r.task}/seed{r.seed}": stats.frames_to_threshold(r.curve, spec["threshold"]) for r in runs}
     entry["frames_to_threshold"] = {
         "median": stats.median_frames(list(reached.values())),
         "reached": sum(v is not None for v in reached.values()),
-        "runs": len(reached),
         "per_run": reached,
     }
+
     entry["retention"] = {}
-    for name in spec["eval"]["perturbations"]:
-        kept = [r for r in arm_runs if name in r.perturbed and r.clean > 0]
-        if kept:
-            ratios = per_task(kept, tasks, lambda r, n=name: r.perturbed[n] / r.clean)
-            point, low, high = stats.interval([x for x in ratios if len(x)], stats.mean, reps, seed)
-            entry["retention"][name] = {"mean": point, "ci_low": low, "ci_high": high}
-    on_grid = {id(r): stats.curve_on_grid(r.curve, grid) for r in arm_runs}
-    curve = []
-    for i, frames in enumerate(grid):
-        values = per_task(arm_runs, tasks, lambda r, i=i: normalise(on_grid[id(r)][i], r.task, spec))
-        values = [v[~np.isnan(v)] for v in values]
-        if all(len(v) for v in values):
-            point, low, high = stats.interval(values, stats.iqm, reps, seed)
-            curve.append({"frames": int(frames), "iqm": point, "ci_low": low, "ci_high": high})
-    entry["curve"] = curve
+    for name in perturbations:
+        per_run = [
+            [stats.retention(r.perturbed[name], r.clean) for r in rs if name in r.perturbed] for rs in by_task
+        ]
+        ratios = [np.array([v for v in task if v is not None]) for task in per_run]
+        ratios = [x for x in ratios if len(x)]
+        point, low, high = stats.pooled_interval(ratios, stats.mean, reps, seed) if ratios else (None,) * 3
+        entry["retention"][name] = {"mean": point, "ci_low": low, "ci_high": high}
+
+    curves = [
+        [
+            [{"frames": p["frames"], "return": normalise(p["return"], r.task, spec)} for p in r.curve]
+            for r in rs
+        ]
+        for rs in by_task
+    ]
+    entry["curve"] = stats.iqm_curve(curves, horizon, reps, seed)
     return entry
 
 
 def build_report(sweep: Path, reps: int = 2000, seed: int = 0) -> dict:
     spec = json.loads((sweep / "sweep.json").read_text())
     runs = load_runs(sweep, spec)
-    tasks = list(spec["tasks"])
-    grid = sorted({p["frames"] for r in runs for p in r.curve})
-    arms = {}
-    baseline_runs = [r for r in runs if r.arm == spec["baseline"]]
-    for arm in spec["arms"]:
-        arm_runs = [r for r in runs if r.arm == arm]
-        arms[arm] = summarise_arm(arm_runs, baseline_runs, arm, spec, tasks, grid, reps, seed)
+    longest = max((r.curve for r in runs), key=lambda c: max((p["frames"] for p in c), default=0), default=[])
+    horizon = sorted(int(p["frames"]) for p in longest)
+    baseline = [r for r in runs if r.arm == spec["baseline"]]
+    arms = {
+        arm: summarise_arm(
+            [r for r in runs if r.arm == arm], baseline, arm == spec["baseline"], spec, horizon, reps, seed
+        )
+        for arm in spec["arms"]
+    }
     return {
         "sweep": spec["name"],
         "baseline": spec["baseline"],
         "threshold": spec["threshold"],
-        "tasks": tasks,
         "statistics": (
-            f"normalised clean return of each run's final exported policy; IQM and mean with 95% "
-            f"stratified percentile bootstrap CIs (scipy.stats.bootstrap, {reps} resamples, seed {seed}), "
-            f"probability of improvement over '{spec['baseline']}' with the same bootstrap; rliable was "
-            "not used: its dependency arch 7.2.0 does not import with pandas 3.1.1"
+            "scores are normalised clean returns ((return - low) / (high - low), per task return_range) of "
+            "each finished run's final policy; iqm/ci and mean/ci, IQM curves and retention (perturbed / "
+            "clean return) carry 95% stratified percentile bootstrap CIs (runs resampled within each task) "
+            f"from scipy.stats.bootstrap, {reps} resamples, seed {seed}; probability of improvement over "
+            f"'{spec['baseline']}' resamples both arms the same way. rliable was not used: its dependency "
+            "arch 7.2.0 does not import with pandas 3.1.1 (TypeError in deprecate_kwarg)"
         ),
+        "tasks": list(spec["tasks"]),
         "arms": arms,
     }
 
@@ -143,20 +181,18 @@ def _ci(point, low, high, digits: int = 3) -> str:
 
 
 def markdown(report: dict, perturbations: list[str]) -> str:
+    """One row per arm: the scores, P(improvement), frames to threshold, then retention per perturbation."""
     head = [
         "arm",
         "runs",
         "IQM [95% CI]",
         "mean [95% CI]",
-        f"P(> {report['baseline']}) [CI]",
-        "frames to threshold",
+        f"P(> {report['baseline']}) [95% CI]",
+        f"frames to {report['threshold']:g} (median, reached)",
+        *(f"retention: {p}" for p in perturbations),
     ]
-    lines = ["| " + " | ".join(head + [f"retention: {p}" for p in perturbations]) + " |"]
-    lines.append("|" + "---|" * (len(head) + len(perturbations)))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, e in report["arms"].items():
-        if e["iqm"] is None:
-            lines.append(f"| {arm} | 0 |" + " - |" * (len(head) + len(perturbations) - 2))
-            continue
         poi = e["prob_improvement_over_pixel"]
         ttt = e["frames_to_threshold"]
         median = "never" if ttt["median"] is None else f"{ttt['median']:.0f}"
@@ -166,16 +202,18 @@ def markdown(report: dict, perturbations: list[str]) -> str:
             _ci(e["iqm"], e["ci_low"], e["ci_high"]),
             _ci(e["mean"], e["mean_ci_low"], e["mean_ci_high"]),
             "-" if poi is None else _ci(poi, *e["prob_improvement_ci"], digits=2),
-            f"{median} ({ttt['reached']}/{ttt['runs']} reached)",
+            "-" if not e["seeds"] else f"{median} ({ttt['reached']}/{len(ttt['per_run'])})",
+            *(
+                _ci(*(e["retention"][p][k] for k in ("mean", "ci_low", "ci_high")), digits=2)
+                for p in perturbations
+            ),
         ]
-        for p in perturbations:
-            r = e["retention"].get(p)
-            cells.append("-" if r is None else _ci(r["mean"], r["ci_low"], r["ci_high"], digits=2))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, perturbations: list[str], out: Path) -> None:
+    """curves.png (IQM learning curves with CI bands) and retention.png (bars with CI error bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +221,7 @@ def plot(report: dict, perturbations: list[str], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
     for arm, e in report["arms"].items():
-        if e.get("curve"):
+        if e["curve"]:
             frames = [p["frames"] for p in e["curve"]]
             ax.plot(frames, [p["iqm"] for p in e["curve"]], label=arm)
             ax.fill_between(
@@ -193,27 +231,37 @@ def plot(report: dict, perturbations: list[str], out: Path) -> None:
     ax.set_ylabel("IQM normalised return (95% CI)")
     ax.set_title(report["sweep"])
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out / "curves.png")
     plt.close(fig)
 
-    arms = [a for a, e in report["arms"].items() if e.get("retention")]
+    arms = [
+        a for a, e in report["arms"].items() if any(r["mean"] is not None for r in e["retention"].values())
+    ]
     fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(perturbations)), 4), dpi=100)
     width = 0.8 / max(len(arms), 1)
     for i, arm in enumerate(arms):
-        retention = report["arms"][arm]["retention"]
-        x = [j + i * width for j, p in enumerate(perturbations) if p in retention]
-        means = [retention[p]["mean"] for p in perturbations if p in retention]
-        errors = [
-            [retention[p]["mean"] - retention[p]["ci_low"] for p in perturbations if p in retention],
-            [retention[p]["ci_high"] - retention[p]["mean"] for p in perturbations if p in retention],
+        kept = [
+            (j, r)
+            for j, p in enumerate(perturbations)
+            if (r := report["arms"][arm]["retention"][p])["mean"] is not None
         ]
-        ax.bar(x, means, width, yerr=errors, capsize=2, label=arm)
+        ax.bar(
+            [j + i * width for j, _ in kept],
+            [r["mean"] for _, r in kept],
+            width,
+            yerr=[[r["mean"] - r["ci_low"] for _, r in kept], [r["ci_high"] - r["mean"] for _, r in kept]],
+            capsize=2,
+            label=arm,
+        )
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(perturbations))], perturbations, rotation=20)
-    ax.set_ylabel("retention: perturbed / clean return")
+    ax.set_ylabel("retention: perturbed / clean return (95% CI)")
+    ax.set_title(report["sweep"])
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.legend()
+    if arms:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(out / "retention.png")
     plt.close(fig)
@@ -239,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
+    if not args.sweep.is_dir():
+        print(f"semore-report: no such folder: {args.sweep}", file=sys.stderr)
+        return 2
     if not (args.sweep / "sweep.json").is_file():
         print(f"semore-report: {args.sweep} holds no sweep (no sweep.json)", file=sys.stderr)
         return 2

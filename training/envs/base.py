@@ -46,7 +46,7 @@ class PixelEnv(ABC):
             perturbation.scene(self)
         self._perturbation = perturbation
 
-    def _observe(self, frame: np.ndarray) -> np.ndarray:
+    def _perturbed(self, frame: np.ndarray) -> np.ndarray:
         return frame if self._perturbation is None else self._perturbation(self, frame)
 
     @property
@@ -55,7 +55,7 @@ class PixelEnv(ABC):
 
     def reset(self) -> Step:
         self._stack.reset()
-        frame = self._observe(self._reset())
+        frame = self._perturbed(self._reset())
         return Step(frame, self._stack.push(frame), 0.0, False, False)
 
     def step(self, action: np.ndarray) -> Step:
@@ -68,7 +68,7 @@ class PixelEnv(ABC):
             total += reward
             if terminal or truncated:
                 break
-        frame = self._observe(self._render())
+        frame = self._perturbed(self._render())
         return Step(frame, self._stack.push(frame), total, terminal, terminal or truncated)
 
     @abstractmethod
