@@ -179,6 +179,13 @@ class BilinearFusion(nn.Module):
         return outer @ self.weight + self.bias
 
 
+class ConcatFusion(nn.Module):
+    """The ablation of the bilinear fusion: the two latents side by side, each dimension as it is."""
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z1, z2], dim=-1)
+
+
 class SemoreEncoder(nn.Module):
     """The dual-path encoder (DESIGN.md sections 1-2).
 
@@ -210,7 +217,11 @@ class SemoreEncoder(nn.Module):
         fdim = config.feature_dim
         self.semantic_latent = PathLatent(sem_ch, self.side, self.grid, fdim)
         self.motion_latent = PathLatent(mot_ch, motion_side, self.grid, fdim)
-        self.fuse = BilinearFusion(fdim, fdim, 2 * fdim, affine=config.fusion == "affine-bilinear")
+        self.fuse = (
+            ConcatFusion()
+            if config.fusion == "concat"
+            else BilinearFusion(fdim, fdim, 2 * fdim, affine=config.fusion == "affine-bilinear")
+        )
         self.fuse_norm = nn.LayerNorm(2 * fdim)
         self.feature_dim = 2 * fdim
         self.semantic_channels = sem_ch
