@@ -18,6 +18,8 @@ from training.checkpoint import file_sha256
 from training.config import RunConfig
 
 FP32_TOLERANCE = 1e-4
+# Encoder settings that change how it trains or runs in torch, not the exported graph.
+TRAIN_ONLY_ENCODER_FIELDS = {"kind", "channels_last", "compile", "knowledge_gate"}
 # fp16 weights and activations carry ~3 significant digits; actions live in [-1, 1]-scaled bounds.
 FP16_TOLERANCE = 2e-2
 
@@ -60,6 +62,7 @@ def policy_spec(
         render_quality=env.render_quality,
         encoder_kind=config.encoder.kind,
         agent_kind=config.agent.kind,
+        encoder_options=config.encoder.model_dump(exclude=TRAIN_ONLY_ENCODER_FIELDS),
         teacher_kind=config.teacher.kind,
         training_frames=training_frames,
         checkpoint_sha256=sha256,

@@ -74,6 +74,8 @@ def test_file_is_valid_self_describing_and_batch_dynamic(exported):
     assert policy.spec == report.spec
     assert policy.spec.encoder_kind == config.encoder.kind and policy.spec.training_frames == 123 * 8
     assert policy.spec.agent_kind == config.agent.kind
+    assert policy.spec.encoder_options["fusion"] == config.encoder.fusion
+    assert "knowledge_gate" not in policy.spec.encoder_options  # trains differently, same graph
     assert policy.spec.action_repeat == 8 and policy.spec.stack_shape == (3, 48, 48, 3)
     frames = np.random.default_rng(0).integers(0, 256, (7, 3, 48, 48, 3), dtype=np.uint8)
     actions = policy.act(frames)

@@ -5,6 +5,7 @@ from tests.conftest import ROOT
 from training.config import ConfigError, EncoderConfig, load_config
 from training.geometry import conv_output_size, receptive_field
 from training.networks import (
+    BilinearFusion,
     Critic,
     DeterministicActor,
     GaussianActor,
@@ -147,3 +148,24 @@ def test_drqv2_actor_clips_its_noise_and_passes_gradients_through_the_bounds():
     assert wild.abs().max() <= 1.0 and (wild.abs() == 1.0).any()
     wild.sum().backward()
     assert actor.net[-1].weight.grad.abs().sum() > 0
+
+
+def test_affine_bilinear_fusion_lets_one_path_through_on_its_own():
+    """With the other latent at zero a plain bilinear form is constant; the affine one is not."""
+    torch.manual_seed(0)
+    z1, zero = torch.randn(4, 8), torch.zeros(4, 8)
+    plain, affine = BilinearFusion(8, 8, 6), BilinearFusion(8, 8, 6, affine=True)
+    assert torch.allclose(plain(z1, zero), plain.bias.expand(4, 6))
+    assert not torch.allclose(affine(z1, zero)[0], affine(z1, zero)[1])
+
+
+@pytest.mark.parametrize("fusion", ["bilinear", "affine-bilinear", "concat"])
+@pytest.mark.parametrize("motion_path", ["light", "full"])
+def test_fusion_and_motion_path_switches_keep_the_feature_contract(fusion, motion_path):
+    config = EncoderConfig(
+        kind="semore", channels=8, feature_dim=10, attention_grid=3, fusion=fusion, motion_path=motion_path
+    )
+    encoder = make_encoder(config, frame_stack=3, image_size=48)
+    out = encoder(preprocess(frames(2, 3, 48)))
+    assert out.feature.shape == (2, 20) and out.motion.shape == (2, 10)
+    assert encoder.motion_convs[0].out_channels == (4 if motion_path == "light" else 8)
