@@ -10,7 +10,7 @@ frames to the first evaluation >= 800, the best and final return and the latent 
 end; per arm the median frames to 800 over its seeds (a seed that never got there counts as
 never, and the median is null when more than half never did). Prints a table.
 
-    python benchmarks/learner_check.py [--arms semore-sim pixel] [--seeds 1 2 3] [--jobs 2]
+    python benchmarks/learner_check.py [--arms semore-sim pixel] [--seeds 1 2 3] [--jobs 2] [--report]
 """
 
 from __future__ import annotations
@@ -125,7 +125,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs/learner_check")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/learner_check.json")
     parser.add_argument("--fresh", action="store_true", help="delete earlier runs of these trials first")
+    parser.add_argument("--report", action="store_true", help="only rewrite the results of finished trials")
     args = parser.parse_args()
+    if args.report:
+        print_table(write_results(args.runs, args.arms, args.seeds, args.results, args.jobs))
+        return
 
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "TQDM_MININTERVAL": "60"}
     if args.jobs > 1:
