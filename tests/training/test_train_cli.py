@@ -64,6 +64,7 @@ def test_tiny_run_writes_everything_a_user_looks_for(tmp_path, env):
 
 
 def test_drqv2_learner_trains_exports_and_evaluates(tmp_path):
+    from export.cli import main as semore_export
     from training.evaluate import main as semore_eval
 
     out = tmp_path / "run"
@@ -71,21 +72,7 @@ def test_drqv2_learner_trains_exports_and_evaluates(tmp_path):
     with (out / "update.csv").open() as f:
         columns = next(csv.reader(f))
     assert {"noise_std", "transition", "contrastive"} <= set(columns) and "alpha" not in columns
-    export = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export.cli",
-            "--checkpoint",
-            str(out / "checkpoint.pt"),
-            "--out",
-            str(out / "p.onnx"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert export.returncode == 0, export.stdout + export.stderr
+    assert semore_export(["--checkpoint", str(out / "checkpoint.pt"), "--out", str(out / "p.onnx")]) == 0
     assert (
         semore_eval(["--model", str(out / "p.onnx"), "--episodes", "1", "--json", str(out / "e.json")]) == 0
     )
