@@ -56,13 +56,22 @@ def load_runs(sweep: Path, spec: dict) -> list[Run]:
 
 
 def trial_curves(sweep: Path) -> dict[str, dict]:
-    """Every trial's state and learning curve so far, finished or not (for a sweep cut short)."""
+    """Every trial of the spec with its state and learning curve so far, finished or not (for a
+    sweep cut short); a trial that never started is "pending" with an empty curve."""
+    spec = json.loads((sweep / "sweep.json").read_text())
     curves = {}
-    for trial_json in sorted((sweep / "trials").glob("*/*/*/trial.json")):
-        summary = trial_json.parent / "run" / "summary.json"
-        curve = json.loads(summary.read_text())["curve"] if summary.exists() else []
-        key = str(trial_json.parent.relative_to(sweep / "trials"))
-        curves[key] = {"state": json.loads(trial_json.read_text())["state"], "curve": curve}
+    for seed in spec["seeds"]:
+        for task in spec["tasks"]:
+            for arm in spec["arms"]:
+                folder = sweep / "trials" / task / arm / f"seed{seed}"
+                state = (
+                    json.loads((folder / "trial.json").read_text())["state"]
+                    if (folder / "trial.json").exists()
+                    else "pending"
+                )
+                summary = folder / "run" / "summary.json"
+                curve = json.loads(summary.read_text())["curve"] if summary.exists() else []
+                curves[f"{task}/{arm}/seed{seed}"] = {"state": state, "curve": curve}
     return curves
 
 
