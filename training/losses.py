@@ -1,4 +1,4 @@
-"""Semore's auxiliary objectives, each supervising its own path (DESIGN: docs/design.md, "Method").
+"""Semore's auxiliary objectives, each supervising its own path.
 
 - motion: a latent transition model predicts the motion latent n steps ahead from the current
   motion latent and the n actions taken. As in SPR, the prediction goes through a projection and

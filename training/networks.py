@@ -187,7 +187,7 @@ class ConcatFusion(nn.Module):
 
 
 class SemoreEncoder(nn.Module):
-    """The dual-path encoder (DESIGN.md sections 1-2).
+    """The dual-path encoder (README, "Training").
 
     The semantic path reads the newest frame, the motion path the K-1 frame differences. A
     knowledge head predicts the teacher's map from semantic features; the *predicted* map,
