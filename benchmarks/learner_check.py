@@ -1,7 +1,8 @@
 """Learner check: frames to 800 at the quickstart settings, Semore (sim teacher) against pixel.
 
 Each arm x seed is a real `semore-train --config configs/quickstart.yaml` run in its own folder,
-with the same seeds for every arm. Runs that finished are kept; an interrupted one continues from
+with the same seeds for every arm, capped at `--frames` (50k: the target is 800 within 45k, so a
+seed that has not got there by then counts as never). Runs that finished are kept; an interrupted one continues from
 its last checkpoint (`--resume`, the default; `--fresh` starts over). `--jobs 2` runs two trials
 at once with one thread each (two multi-threaded trainings on 2 cores slow each other badly).
 
@@ -41,8 +42,8 @@ ARMS = {
 SPREADS = ("spread_feature", "spread_semantic", "spread_motion")
 
 
-def trial_command(arm: str, seed: int, out: Path) -> list[str]:
-    overrides = [f"seed={seed}", "train.video=false", *ARMS[arm]]
+def trial_command(arm: str, seed: int, frames: int, out: Path) -> list[str]:
+    overrides = [f"seed={seed}", f"train.frames={frames}", "train.video=false", *ARMS[arm]]
     cmd = [sys.executable, "-m", "training.cli", "--config", str(CONFIG), "--out", str(out), "--resume"]
     return cmd + [a for o in overrides for a in ("--set", o)]
 
@@ -80,9 +81,11 @@ def median_frames(values: list[int | None]) -> float | None:
     return None if math.isinf(median) else median
 
 
-def write_results(runs: Path, arms: list[str], seeds: list[int], path: Path, jobs: int) -> dict:
+def write_results(args: argparse.Namespace) -> dict:
+    runs, arms, seeds, path, jobs = args.runs, args.arms, args.seeds, args.results, args.jobs
     results: dict = {
-        "setting": "configs/quickstart.yaml (dmc:cartpole-balance, 48 px, action repeat 4)",
+        "setting": "configs/quickstart.yaml (dmc:cartpole-balance, 48 px, action repeat 4), "
+        f"at most {args.frames} frames",
         "target_return": TARGET,
         "machine": f"{os.cpu_count()} CPU cores, no GPU; {jobs} trial(s) at a time"
         + (", one thread each" if jobs > 1 else ""),
@@ -121,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", nargs="+", default=["semore-sim", "pixel"], choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--frames", type=int, default=50_000, help="frame budget of each trial")
     parser.add_argument("--jobs", type=int, default=1, help="trials at a time (one thread each when > 1)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs/learner_check")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/learner_check.json")
@@ -128,7 +132,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rewrite the results of finished trials")
     args = parser.parse_args()
     if args.report:
-        print_table(write_results(args.runs, args.arms, args.seeds, args.results, args.jobs))
+        print_table(write_results(args))
         return
 
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "TQDM_MININTERVAL": "60"}
@@ -149,7 +153,9 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             log = (out / "train.log").open("a")
             print(f"{arm} seed {seed}: training in {out} (log: {out / 'train.log'})", flush=True)
-            proc = subprocess.Popen(trial_command(arm, seed, out), cwd=ROOT, env=env, stdout=log, stderr=log)
+            proc = subprocess.Popen(
+                trial_command(arm, seed, args.frames, out), cwd=ROOT, env=env, stdout=log, stderr=log
+            )
             running[(arm, seed)] = (proc, time.perf_counter())
         time.sleep(5)
         for (arm, seed), (proc, started) in list(running.items()):
@@ -166,8 +172,8 @@ def main() -> None:
                 f"({(time.perf_counter() - started) / 60:.1f} min this session)",
                 flush=True,
             )
-            write_results(args.runs, args.arms, args.seeds, args.results, args.jobs)
-    print_table(write_results(args.runs, args.arms, args.seeds, args.results, args.jobs))
+            write_results(args)
+    print_table(write_results(args))
     print(f"wrote {args.results}")
 
 

@@ -126,10 +126,11 @@ class EncoderConfig(Strict):
         description="light: half the channels and one more stride-2 layer (SlowFast's fast pathway); "
         "full: the semantic path's width and resolution",
     )
-    fusion: Literal["bilinear", "affine-bilinear", "concat"] = Field(
-        "bilinear",
-        description="affine-bilinear: a constant 1 appended to both latents, so the fused feature "
-        "also holds each path's linear terms; concat: the latents side by side (the ablation)",
+    fusion: Literal["concat", "bilinear", "affine-bilinear"] = Field(
+        "concat",
+        description="concat: the latents side by side; bilinear: every output a product of the two "
+        "(the paper's fusion, which learned slower here: README, learner check); affine-bilinear: a "
+        "constant 1 appended to both latents, so the fused feature also holds each path's linear terms",
     )
     channels_last: bool = True
     compile: bool = False

@@ -180,7 +180,12 @@ class BilinearFusion(nn.Module):
 
 
 class ConcatFusion(nn.Module):
-    """The ablation of the bilinear fusion: the two latents side by side, each dimension as it is."""
+    """The default fusion: the two latents side by side, each dimension as it is.
+
+    At the quickstart settings the bilinear fusion learned slower than this (README, learner check):
+    its outputs are pure products of two LayerNormed latents, so neither path reaches the critic on
+    its own.
+    """
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return torch.cat([z1, z2], dim=-1)
