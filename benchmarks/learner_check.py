@@ -135,7 +135,7 @@ def main() -> None:
         print_table(write_results(args))
         return
 
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "TQDM_MININTERVAL": "60"}
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     if args.jobs > 1:
         env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # Seeds outermost, so an interrupted check has every arm at the same number of seeds.

@@ -14,21 +14,23 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.helpers: the synthetic batch the tests use too
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tests.helpers.training import synthetic_batch  # noqa: E402
 from training.agent import Agent, make_agent  # noqa: E402
 from training.config import RunConfig, load_config  # noqa: E402
 from training.envs import make_env  # noqa: E402
-from training.replay import synthetic_batch  # noqa: E402
 from training.teachers import make_teacher  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "reference": ROOT / "configs/reference/cartpole_swingup.yaml",
     "quickstart": ROOT / "configs/quickstart.yaml",

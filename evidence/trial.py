@@ -95,7 +95,6 @@ def run_trial(trial: Trial, spec: SweepSpec, report: Callable[[dict], None] | No
     env = os.environ | {
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
-        "TQDM_MININTERVAL": "60",
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
     }
     folder, log = trial.folder, trial.folder / "trial.log"

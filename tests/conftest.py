@@ -9,26 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-
-# A run small enough for a test: 32 px frames, a narrow encoder, a few hundred frames.
-TINY = [
-    "env.image_size=32",
-    "env.action_repeat=8",
-    "env.render_quality=fast",
-    "encoder.channels=8",
-    "encoder.layers=2",
-    "encoder.feature_dim=16",
-    "encoder.attention_grid=3",
-    "agent.batch_size=16",
-    "agent.hidden_dim=32",
-    "teacher.map_size=8",
-    "train.frames=480",
-    "train.seed_frames=160",
-    "train.eval_every_frames=240",
-    "train.eval_episodes=1",
-    "train.checkpoint_every_frames=240",
-]
+from tests.helpers.training import TINY  # noqa: E402
 
 
 @pytest.fixture

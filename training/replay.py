@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from training.config import RunConfig
     from training.teachers.base import Labels
 
 
@@ -202,23 +201,3 @@ class ReplayBuffer:
     def load(self, path: Path) -> None:
         with np.load(path) as data:
             self.load_state_dict({k: data[k] for k in data.files})
-
-
-def synthetic_batch(
-    config: RunConfig, action_dim: int, rng: np.random.Generator, batch_size: int | None = None
-) -> Batch:
-    """A batch of random content with the replay's shapes and dtypes, for speed benchmarks and tests."""
-    b = batch_size or config.agent.batch_size
-    k, s, n, m = config.env.frame_stack, config.env.image_size, config.agent.n_step, config.teacher.map_size
-    # Sparse binary masks, like a teacher's: a few cells of key objects on an empty background.
-    sparse_masks = (255 * (rng.random((b, m, m)) < 0.1)).astype(np.uint8)
-    return Batch(
-        obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
-        action=rng.uniform(-1, 1, (b, action_dim)).astype(np.float32),
-        reward=rng.uniform(0, 1, b).astype(np.float32),
-        discount=np.full(b, config.agent.gamma**n, np.float32),
-        next_obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
-        step_reward=rng.uniform(0, 1, b).astype(np.float32),
-        actions=rng.uniform(-1, 1, (b, n, action_dim)).astype(np.float32),
-        knowledge_map=sparse_masks if config.teacher.kind != "none" else None,
-    )

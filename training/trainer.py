@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from training import checkpoint
 from training.agent import make_agent
 from training.config import RunConfig, save_config
 from training.envs import make_env
 from training.logger import RunLogger, plot_curve
+from training.progress import Progress
 from training.replay import ReplayBuffer
 from training.rollout import run_episodes, write_video
 from training.teachers import LabelPipeline, make_teacher
@@ -75,6 +75,7 @@ class Trainer:
         self.eval_seconds = 0.0  # the part of elapsed spent evaluating
         self.curve: list[dict] = []
         self.finished = False  # reached train.frames or train.stop_at_return
+        self.progress: Progress | None = None  # while run() runs
         if resume and self.checkpoint_path.exists():
             self._restore()
 
@@ -86,10 +87,7 @@ class Trainer:
         cfg = self.config.train
         repeat = self.config.env.action_repeat
         started = time.perf_counter() - self.elapsed
-        progress = tqdm(
-            total=cfg.frames, initial=self.frames, unit="frame", dynamic_ncols=True, smoothing=0.05
-        )
-        last_return = float("nan")
+        self.progress = progress = Progress(cfg.frames, self.frames)
         logged_bucket = -1
         done = self.finished or self.frames >= cfg.frames
         while not done:
@@ -124,17 +122,13 @@ class Trainer:
                 if self.frames % cfg.eval_every_frames < repeat:
                     reached = self.evaluate()
                     done = done or reached
-                    progress.set_postfix(eval=f"{self.curve[-1]['return']:.0f}", train=f"{last_return:.0f}")
                 if self.frames % cfg.checkpoint_every_frames < repeat:
                     self.save()
                 done = done or self.frames >= cfg.frames
             if step.last:
                 self.episode += 1
-                last_return = episode_return
                 self.logger.log("train", self.frames, {"return": episode_return, "episode": self.episode})
-                progress.set_postfix(
-                    eval=f"{self.curve[-1]['return']:.0f}" if self.curve else "-", train=f"{last_return:.0f}"
-                )
+                progress.note_train(episode_return)
         progress.close()
         if self.labels is not None:
             self.labels.close()
@@ -167,6 +161,8 @@ class Trainer:
         self.elapsed += eval_seconds
         self.eval_seconds += eval_seconds
         self.curve.append(point)
+        if self.progress is not None:
+            self.progress.note_eval(point)
         self.logger.log(
             "eval", self.frames, {"return": stats.mean, "std": stats.std, "seconds": point["seconds"]}
         )
@@ -237,9 +233,9 @@ class Trainer:
         if self.replay_path.exists():
             self.replay.load(self.replay_path)
         if self.finished:
-            tqdm.write(f"{self.out_dir} already finished at {self.frames} frames: nothing to resume")
+            print(f"{self.out_dir} already finished at {self.frames} frames: nothing to resume")
         else:
-            tqdm.write(
+            print(
                 f"resumed {self.out_dir} at {self.frames} frames (replay: {len(self.replay)} transitions); "
                 "the interrupted episode restarts"
             )

@@ -11,7 +11,7 @@ import pytest
 
 from evidence import stats
 from evidence.report import main as semore_report
-from tests.conftest import ROOT
+from tests.helpers.training import ROOT
 
 
 def test_iqm_is_the_mean_of_the_middle_half():

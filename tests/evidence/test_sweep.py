@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.training import ROOT
 
 
 def sweep(*args: str, **popen) -> subprocess.Popen:

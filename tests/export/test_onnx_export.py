@@ -12,38 +12,12 @@ from export.onnx_export import FP32_TOLERANCE, export_checkpoint
 from export.policy_graph import load_policy_graph
 from semore_runtime.policy import OnnxPolicy, PolicyLoadError
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
-from tests.conftest import ROOT, TINY
+from tests.helpers.training import ROOT, TINY, make_checkpoint
 from training import checkpoint
 from training.agent import make_agent
 from training.config import load_config
 from training.envs import make_env
 from training.evaluate import env_config_for, to_unit
-
-TASK = ["env.id=dmc:cartpole-balance", "teacher.objects=[cart, pole_1]"]
-
-
-def make_checkpoint(path, encoder: str, seed: int = 0, learner: str = "sac"):
-    """A checkpoint as semore-train writes it, from a freshly initialised agent."""
-    overrides = [*TINY, *TASK, f"encoder.kind={encoder}", "env.image_size=48", "encoder.layers=3"]
-    overrides.append(f"agent.kind={learner}")
-    if encoder == "pixel":
-        overrides.append("teacher.kind=none")
-    config = load_config(overrides=overrides)
-    torch.manual_seed(seed)
-    env = make_env(config.env, 0)
-    agent = make_agent(config, env.action_dim, torch.device("cpu"))
-    state = {
-        "config": config.model_dump(mode="json"),
-        "agent": agent.state_dict(),
-        "step": 123,
-        "env": {
-            "id": config.env.id,
-            "action_low": env.action_low.tolist(),
-            "action_high": env.action_high.tolist(),
-        },
-    }
-    checkpoint.save_atomic(state, path)
-    return config, agent
 
 
 @pytest.fixture(scope="module", params=["semore-sac", "pixel-sac", "semore-drqv2"])

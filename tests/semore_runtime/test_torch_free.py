@@ -7,8 +7,7 @@ import textwrap
 import numpy as np
 
 from export.onnx_export import export_checkpoint
-from tests.conftest import ROOT
-from tests.export.test_onnx_export import make_checkpoint
+from tests.helpers.training import ROOT, make_checkpoint
 
 BLOCK_TORCH = """
 import importlib.abc, sys

@@ -5,7 +5,7 @@ import json
 
 from export.onnx_export import export_checkpoint
 from serve.server import build_server
-from tests.export.test_onnx_export import make_checkpoint
+from tests.helpers.training import make_checkpoint
 from training.evaluate import main as semore_eval
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import zipfile
 
-from tests.conftest import ROOT
+from tests.helpers.training import ROOT
 from tools.gpu_bundle import slim
 
 

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY
+from tests.helpers.training import TINY, synthetic_batch
 from training.agent import DrQV2Agent, SacAgent, enabled_losses, make_agent
 from training.config import load_config
 from training.losses import AuxiliaryHeads, AuxTargets, info_nce
 from training.networks import Encoding
-from training.replay import synthetic_batch
 
 CPU = torch.device("cpu")
 

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from tests.conftest import TINY
+from tests.helpers.training import TINY
 from training import checkpoint
 from training.agent import make_agent
 from training.config import load_config

@@ -1,10 +1,7 @@
-from pathlib import Path
-
 import pytest
 
+from tests.helpers.training import ROOT
 from training.config import ConfigError, load_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_shipped_config_validates():

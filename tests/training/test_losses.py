@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.training import synthetic_batch
 from training.agent import make_agent
 from training.config import load_config
 from training.losses import info_nce
-from training.replay import synthetic_batch
 
 
 @pytest.fixture(scope="module")

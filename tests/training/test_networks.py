@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.helpers.training import ROOT
 from training.config import ConfigError, EncoderConfig, load_config
 from training.geometry import conv_output_size, receptive_field
 from training.networks import (

@@ -4,32 +4,12 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def train(out: Path, *overrides: str, resume: bool = False, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "training.cli", "--out", str(out)]
-    cmd += [arg for o in [*TINY, *overrides] for arg in ("--set", o)]
-    if resume:
-        cmd.append("--resume")
-    return subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
-    )
-
-
-def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-3000:]
-    return out
+from tests.helpers.training import finish, train
 
 
 @pytest.mark.parametrize(
@@ -57,6 +37,9 @@ def test_tiny_run_writes_everything_a_user_looks_for(tmp_path, env):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["curve"] and summary["curve"][-1]["frames"] == summary["frames"]
     assert "checkpoint:" in log and "curve:" in log
+    # Not a terminal: one line per evaluation, no redrawn progress bar.
+    assert "\r" not in log
+    assert sum(line.startswith("eval at ") for line in log.splitlines()) == len(summary["curve"])
     with (out / "update.csv").open() as f:
         columns = next(csv.reader(f))
     assert {"critic", "transition", "reward", "knowledge_map", "contrastive", "actor"} <= set(columns)

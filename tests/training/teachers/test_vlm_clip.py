@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from export.onnx_export import export_checkpoint
-from tests.training.test_train_cli import finish, train
+from tests.helpers.training import finish, train
 from training.config import TeacherConfig
 from training.teachers import Observation, make_teacher
 

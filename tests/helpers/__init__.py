@@ -1,0 +1,1 @@
+"""Helpers shared by tests and by the benchmarks that build the same tiny models (never shipped)."""

@@ -1,0 +1,100 @@
+"""Training-side helpers: tiny budgets, real `semore-train` runs, checkpoints and random batches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import checkpoint
+from training.agent import make_agent
+from training.config import RunConfig, load_config
+from training.envs import make_env
+from training.replay import Batch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A run small enough for a test: 32 px frames, a narrow encoder, a few hundred frames.
+TINY = [
+    "env.image_size=32",
+    "env.action_repeat=8",
+    "env.render_quality=fast",
+    "encoder.channels=8",
+    "encoder.layers=2",
+    "encoder.feature_dim=16",
+    "encoder.attention_grid=3",
+    "agent.batch_size=16",
+    "agent.hidden_dim=32",
+    "teacher.map_size=8",
+    "train.frames=480",
+    "train.seed_frames=160",
+    "train.eval_every_frames=240",
+    "train.eval_episodes=1",
+    "train.checkpoint_every_frames=240",
+]
+CARTPOLE = ["env.id=dmc:cartpole-balance", "teacher.objects=[cart, pole_1]"]
+
+
+def train(out: Path, *overrides: str, resume: bool = False, **popen) -> subprocess.Popen:
+    """Starts a real `semore-train` run at TINY budgets; `finish` waits for it."""
+    cmd = [sys.executable, "-m", "training.cli", "--out", str(out)]
+    cmd += [arg for o in [*TINY, *overrides] for arg in ("--set", o)]
+    if resume:
+        cmd.append("--resume")
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    """Waits for a run, asserts it succeeded and returns its output."""
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def make_checkpoint(path: Path, encoder: str, seed: int = 0, learner: str = "sac"):
+    """A checkpoint as semore-train writes it, from a freshly initialised agent."""
+    overrides = [*TINY, *CARTPOLE, f"encoder.kind={encoder}", "env.image_size=48", "encoder.layers=3"]
+    overrides.append(f"agent.kind={learner}")
+    if encoder == "pixel":
+        overrides.append("teacher.kind=none")
+    config = load_config(overrides=overrides)
+    torch.manual_seed(seed)
+    env = make_env(config.env, 0)
+    agent = make_agent(config, env.action_dim, torch.device("cpu"))
+    state = {
+        "config": config.model_dump(mode="json"),
+        "agent": agent.state_dict(),
+        "step": 123,
+        "env": {
+            "id": config.env.id,
+            "action_low": env.action_low.tolist(),
+            "action_high": env.action_high.tolist(),
+        },
+    }
+    checkpoint.save_atomic(state, path)
+    return config, agent
+
+
+def synthetic_batch(
+    config: RunConfig, action_dim: int, rng: np.random.Generator, batch_size: int | None = None
+) -> Batch:
+    """A batch of random content with the replay's shapes and dtypes, for speed benchmarks and tests."""
+    b = batch_size or config.agent.batch_size
+    k, s, n, m = config.env.frame_stack, config.env.image_size, config.agent.n_step, config.teacher.map_size
+    # Sparse binary masks, like a teacher's: a few cells of key objects on an empty background.
+    sparse_masks = (255 * (rng.random((b, m, m)) < 0.1)).astype(np.uint8)
+    return Batch(
+        obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
+        action=rng.uniform(-1, 1, (b, action_dim)).astype(np.float32),
+        reward=rng.uniform(0, 1, b).astype(np.float32),
+        discount=np.full(b, config.agent.gamma**n, np.float32),
+        next_obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
+        step_reward=rng.uniform(0, 1, b).astype(np.float32),
+        actions=rng.uniform(-1, 1, (b, n, action_dim)).astype(np.float32),
+        knowledge_map=sparse_masks if config.teacher.kind != "none" else None,
+    )
