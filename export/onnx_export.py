@@ -156,10 +156,16 @@ def export_checkpoint(
         for name, frames in parity_frames(spec, real).items():
             with torch.no_grad():
                 expected = graph(torch.as_tensor(frames)).numpy()
-            diffs[name] = float(np.abs(policy.act(frames) - expected).max())
+            actual = policy.act(frames)
+            if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
+                raise ParityError(
+                    f"non-finite actions on the {name} frames (torch: {expected.ravel()[:4]}, ONNX: "
+                    f"{actual.ravel()[:4]}): the checkpoint has diverged; nothing written"
+                )
+            diffs[name] = float(np.abs(actual - expected).max())
         tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
         worst = max(diffs.values())
-        if worst > tolerance:
+        if not worst <= tolerance:  # also refuses a NaN, which `worst > tolerance` lets through
             raise ParityError(
                 f"ONNX and torch differ by {worst:.2e} (> {tolerance:.0e}): {diffs}; nothing written"
             )

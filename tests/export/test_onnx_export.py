@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from export.onnx_export import FP32_TOLERANCE, export_checkpoint
+from export.onnx_export import FP32_TOLERANCE, ParityError, export_checkpoint
 from export.policy_graph import load_policy_graph
 from semore_runtime.policy import OnnxPolicy, PolicyLoadError
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
@@ -153,6 +153,19 @@ def test_unusable_files_give_clear_errors(tmp_path, exported):
     onnx.save(model, str(bare))
     with pytest.raises(PolicyLoadError, match=SPEC_METADATA_KEY):
         OnnxPolicy(bare)
+
+
+def test_a_diverged_checkpoint_is_refused_and_nothing_is_written(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    make_checkpoint(path, "pixel")
+    state = checkpoint.load(path)
+    actor = state["agent"]["actor"]
+    last_bias = [k for k in actor if k.endswith("bias")][-1]
+    actor[last_bias].fill_(float("nan"))  # what a diverged run leaves: NaN actions everywhere
+    checkpoint.save_atomic(state, path)
+    with pytest.raises(ParityError, match="non-finite actions"):
+        export_checkpoint(path, tmp_path / "policy.onnx", use_env_frames=False)
+    assert not (tmp_path / "policy.onnx").exists()
 
 
 def test_bad_frames_are_rejected(exported):
