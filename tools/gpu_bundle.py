@@ -89,7 +89,7 @@ def slim(wheel: Path, drop: tuple[str, ...]) -> int:
 
 
 def fetch_gl(out: Path) -> None:
-    """The loaders the device README names, as amd64 .debs, whatever this machine's architecture."""
+    """The EGL loaders the GPU machine lacks, as amd64 .debs, whatever this machine's architecture."""
     lists = Path("/tmp/amd64")
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     apt = [

@@ -129,7 +129,7 @@ class EncoderConfig(Strict):
     fusion: Literal["concat", "bilinear", "affine-bilinear"] = Field(
         "concat",
         description="concat: the latents side by side; bilinear: every output a product of the two "
-        "(the paper's fusion, which learned slower here: README, learner check); affine-bilinear: a "
+        "(the paper's fusion, which learned slower here: docs/training.md, learner check); affine-bilinear: a "
         "constant 1 appended to both latents, so the fused feature also holds each path's linear terms",
     )
     channels_last: bool = True

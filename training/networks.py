@@ -182,7 +182,7 @@ class BilinearFusion(nn.Module):
 class ConcatFusion(nn.Module):
     """The default fusion: the two latents side by side, each dimension as it is.
 
-    At the quickstart settings the bilinear fusion learned slower than this (README, learner check):
+    At the quickstart settings the bilinear fusion learned slower than this (docs/training.md, learner check):
     its outputs are pure products of two LayerNormed latents, so neither path reaches the critic on
     its own.
     """
@@ -192,7 +192,7 @@ class ConcatFusion(nn.Module):
 
 
 class SemoreEncoder(nn.Module):
-    """The dual-path encoder (README, "Training").
+    """The dual-path encoder (docs/design.md, "The method").
 
     The semantic path reads the newest frame, the motion path the K-1 frame differences. A
     knowledge head predicts the teacher's map from semantic features; the *predicted* map,
