@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from semore_runtime.client import PolicyClient  # noqa: E402
 from semore_runtime.frame_stack import FrameStack  # noqa: E402
 from semore_runtime.policy import OnnxPolicy  # noqa: E402
+from tests.helpers.serving import build_tiny_policy  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "serve_latency.json"
 OVERHEAD_TARGET_MS = 0.5
@@ -54,13 +54,6 @@ def percentiles(seconds: list[float] | np.ndarray) -> dict[str, float]:
         "p99_ms": round(float(np.percentile(ms, 99)), 4),
         "mean_ms": round(float(ms.mean()), 4),
     }
-
-
-def tiny_policy(folder: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("tiny_policy", ROOT / "tests" / "serve" / "tiny_policy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_tiny_policy(folder / "tiny_policy.onnx")
 
 
 def test_frames(policy_spec, n: int = 64, seed: int = 0) -> np.ndarray:
@@ -245,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or tiny_policy(Path(tmp))
+        model = args.model or build_tiny_policy(Path(tmp) / "tiny_policy.onnx")
         floor = measure_in_process(model, args.device, args.frames, args.warmup)
         spec = floor.pop("spec")
         proc, address = start_server(model, args.device, args.server_arg)
@@ -278,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_1m_after": round(load_after[0], 2),
         },
         "model": {
-            "path": str(args.model) if args.model else "tiny test policy (tests/serve/tiny_policy.py)",
+            "path": str(args.model) if args.model else "tiny test policy (tests/helpers/serving.py)",
             "stack_shape": list(spec.stack_shape),
             "action_dim": spec.action_dim,
             "device": args.device,

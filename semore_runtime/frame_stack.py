@@ -37,7 +37,3 @@ class FrameStack:
             self._frames[:-1] = self._frames[1:]
             self._frames[-1] = frame
         return self._frames.copy()
-
-    @property
-    def empty(self) -> bool:
-        return self._empty

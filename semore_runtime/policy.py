@@ -40,15 +40,17 @@ def _cuda_driver_present() -> bool:
     return True
 
 
-def read_spec(session: ort.InferenceSession, path: Path) -> PolicySpec:
+def read_spec(session: ort.InferenceSession, path: Path) -> tuple[PolicySpec, str]:
+    """The policy spec the file carries, parsed, and its JSON exactly as stored."""
     meta = session.get_modelmeta().custom_metadata_map
     if SPEC_METADATA_KEY not in meta:
         raise PolicyLoadError(
             f"{path} is an ONNX model but carries no Semore policy spec (metadata key "
             f"'{SPEC_METADATA_KEY}'); export policies with semore-export"
         )
+    spec_json = meta[SPEC_METADATA_KEY]
     try:
-        return PolicySpec.model_validate_json(meta[SPEC_METADATA_KEY])
+        return PolicySpec.model_validate_json(spec_json), spec_json
     except ValidationError as exc:
         raise PolicyLoadError(f"{path} has an invalid policy spec: {exc}") from exc
 
@@ -116,9 +118,14 @@ class OnnxPolicy:
                 "initialise (check the CUDA and cuDNN libraries onnxruntime-gpu needs)"
             )
         log.info("policy %s runs on %s", self.path.name, self.provider)
-        self.spec = read_spec(self.session, self.path)
+        self.spec, self._spec_json = read_spec(self.session, self.path)
         self._input = self.spec.input_name
         self._output = self.spec.output_name
+
+    @property
+    def spec_json(self) -> str:
+        """The spec as the file carries it (metadata key ``SPEC_METADATA_KEY``), byte for byte."""
+        return self._spec_json
 
     def act(self, frames: np.ndarray) -> np.ndarray:
         """Frames [K, H, W, 3] give an action [A]; a batch [B, K, H, W, 3] gives [B, A]."""

@@ -40,40 +40,8 @@ class BatchResult:
     batch_size: int
 
 
-class Pending:
-    """A request from a thread; ``wait()`` blocks until the batcher answers it.
-
-    A pre-acquired plain lock is the cheapest one-shot signal CPython has (one futex, no
-    Condition), which matters when the whole round trip budget is a fraction of a millisecond.
-    """
-
-    __slots__ = ("stack", "producer", "_done", "_result", "_error")
-
-    def __init__(self, stack: np.ndarray, producer: int | None = None) -> None:
-        self.stack = stack
-        self.producer = producer
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._result: BatchResult | None = None
-        self._error: BaseException | None = None
-
-    def wait(self, timeout: float | None = None) -> BatchResult:
-        if not self._done.acquire(timeout=-1 if timeout is None else timeout):
-            raise TimeoutError("no answer from the policy batcher in time")
-        self._done.release()  # later waits return at once
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def _resolve(self, result: BatchResult | None, error: BaseException | None = None) -> None:
-        self._result = result
-        self._error = error
-        self._done.release()
-
-
-class _AsyncPending:
-    """A request from an asyncio handler: answered on its event loop, one wake-up per batch."""
+class _Pending:
+    """A queued request from an asyncio handler: answered on its event loop, one wake-up per batch."""
 
     __slots__ = ("stack", "producer", "future", "loop")
 
@@ -97,21 +65,20 @@ def _settle(items: list[tuple[asyncio.Future, BatchResult | None, BaseException 
             future.set_result(result)
 
 
-def _deliver(batch: list, results: list[BatchResult | None], error: BaseException | None = None) -> None:
-    """Answers a batch: thread waiters directly, asyncio waiters with one callback per loop."""
+def _deliver(
+    batch: list[_Pending], results: list[BatchResult | None], error: BaseException | None = None
+) -> None:
+    """Answers a batch with one callback per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
     for item, result in zip(batch, results, strict=True):
-        if isinstance(item, Pending):
-            item._resolve(result, error)
-        else:
-            by_loop.setdefault(item.loop, []).append((item.future, result, error))
+        by_loop.setdefault(item.loop, []).append((item.future, result, error))
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, items)
 
 
 class MicroBatcher:
-    """Runs ``run_batch([B, K, H, W, 3]) -> [B, A]`` for requests from many threads and coroutines.
+    """Runs ``run_batch([B, K, H, W, 3]) -> [B, A]`` for requests from many coroutines.
 
     Requests are answered in submission order within a batch and model calls run one at a time,
     so the order of each stream's requests is preserved. ``on_batch(batch_size, seconds)`` lets
@@ -141,7 +108,7 @@ class MicroBatcher:
         )
         self.inline_when_alone = inline_when_alone
         self._on_batch = on_batch
-        self._queue: deque[Pending | _AsyncPending] = deque()
+        self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._last_activity: dict[int, float] = {}  # producer -> perf_counter of its last request/answer
         self._ids = itertools.count(1)
@@ -186,24 +153,18 @@ class MicroBatcher:
             return self._active(time.perf_counter())
 
     # -- requests --------------------------------------------------------------------------
-    def submit(self, stack: np.ndarray, producer: int | None = None) -> Pending:
-        """Queues one frame stack [K, H, W, 3]; returns a Pending to wait on from a thread."""
-        pending = Pending(stack, producer)
-        self._enqueue(pending)
-        return pending
-
     def submit_async(self, stack: np.ndarray, producer: int | None = None) -> asyncio.Future:
-        """Queues one frame stack from a coroutine; await the returned future for the BatchResult."""
+        """Queues one frame stack [K, H, W, 3]; await the returned future for the BatchResult."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._enqueue(_AsyncPending(stack, producer, future, loop))
+        self._enqueue(_Pending(stack, producer, future, loop))
         return future
 
     def try_inline(self, stack: np.ndarray, producer: int | None = None) -> BatchResult | None:
         """Runs the policy on the caller's thread when nothing could share the call, else None.
 
         With no other active producer and nothing queued there is nothing to batch with; the
-        caller falls back to ``submit`` whenever this returns None.
+        caller falls back to ``submit_async`` whenever this returns None.
         """
         if not self.inline_when_alone:
             return None
@@ -229,7 +190,7 @@ class MicroBatcher:
                 log.exception("on_batch callback failed")
         return BatchResult(actions[0], elapsed, 1)
 
-    def _enqueue(self, item: Pending | _AsyncPending) -> None:
+    def _enqueue(self, item: _Pending) -> None:
         with self._cond:
             if self._closing:
                 raise BatcherClosedError("the server is shutting down")
@@ -269,7 +230,7 @@ class MicroBatcher:
             )
 
     # -- the batching thread ---------------------------------------------------------------
-    def _collect(self) -> list[Pending | _AsyncPending] | None:
+    def _collect(self) -> list[_Pending] | None:
         """Blocks for the next batch; None when closing and drained."""
         queue = self._queue
         with self._cond:

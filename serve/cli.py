@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import select
 import signal
 import socket
 import sys
 import threading
-from pathlib import Path
+import types
+import typing
 
 from semore_runtime.policy import DeviceUnavailableError, PolicyLoadError
 from serve.logs import configure_logging
@@ -19,71 +21,44 @@ from serve.server import ServeConfig, build_server
 log = logging.getLogger("serve")
 
 
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Adds one option per ServeConfig field; its name, default, help and choices come from the field."""
+    hints = typing.get_type_hints(ServeConfig)
+    for f in dataclasses.fields(ServeConfig):
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        options: dict = {"dest": f.name, "help": f.metadata.get("help")}
+        if f.default is dataclasses.MISSING:
+            options["required"] = True
+        else:
+            options["default"] = f.default
+        kind = hints[f.name]
+        if kind is bool:  # a flag: giving it flips the default
+            options["action"] = "store_false" if f.default else "store_true"
+        else:
+            if isinstance(kind, types.UnionType):  # X | None: an option that may be left out
+                (kind,) = (t for t in typing.get_args(kind) if t is not type(None))
+            if typing.get_origin(kind) is typing.Literal:
+                options["choices"] = list(typing.get_args(kind))
+            else:
+                options["type"] = kind
+                options["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
+        parser.add_argument(flag, **options)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="semore-serve",
         description="Serve an exported Semore policy (ONNX) over gRPC with per-stream frame stacks "
         "and dynamic micro-batching.",
     )
-    p.add_argument("--model", type=Path, required=True, help="exported policy .onnx file")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=50051, help="gRPC port (0 picks a free one)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--max-batch", type=int, default=32, help="most requests per model call")
-    p.add_argument(
-        "--batch-wait-us",
-        type=int,
-        default=500,
-        help="longest wait for more requests to join a batch (only while other streams are open)",
-    )
-    p.add_argument(
-        "--max-streams", type=int, default=256, help="concurrent StreamAct limit (RESOURCE_EXHAUSTED beyond)"
-    )
-    p.add_argument(
-        "--resize", action="store_true", help="resize frames of another size instead of rejecting them"
-    )
-    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS")
-    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    p.add_argument("--client-ca", type=Path, help="CA bundle (PEM) for client certificates: mutual TLS")
-    p.add_argument("--token-file", type=Path, help="accepted bearer tokens, one per line: auth on")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (same host)")
-    p.add_argument(
-        "--max-message-bytes", type=int, help="per-message size limit (default 4 MiB or K raw frames)"
-    )
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--spin", action="store_true", help="let ONNX Runtime threads spin (faster on idle cores)")
-    p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds open streams get after SIGTERM")
-    p.add_argument(
-        "--no-inline",
-        action="store_true",
-        help="always go through the batcher thread, even for a lone stream (for comparisons)",
-    )
+    add_config_options(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
     return p.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    return ServeConfig(
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        device=args.device,
-        max_batch=args.max_batch,
-        batch_wait_us=args.batch_wait_us,
-        max_streams=args.max_streams,
-        resize=args.resize,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        client_ca=args.client_ca,
-        token_file=args.token_file,
-        metrics_port=args.metrics_port,
-        max_message_bytes=args.max_message_bytes,
-        threads=args.threads,
-        spinning=args.spin,
-        drain_timeout_s=args.drain_timeout,
-        inline_when_alone=not args.no_inline,
-    )
+    return ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ RAW_RGB8 = policy_pb2.Frame.RAW_RGB8
 JPEG = policy_pb2.Frame.JPEG
 PNG = policy_pb2.Frame.PNG
 _PIL_FORMAT = {JPEG: "JPEG", PNG: "PNG"}
-_ENCODING_NAMES = {v.number: v.name for v in policy_pb2.Frame.Encoding.DESCRIPTOR.values}
 
 # A compressed frame is bounded by the message size limit, but a PNG can inflate enormously;
 # refuse to decode anything bigger than this before allocating it.
@@ -28,10 +27,6 @@ MAX_DECODED_PIXELS = 4096 * 4096
 
 class FrameError(ValueError):
     """The frame cannot be used; the message says why (sent back to the client verbatim)."""
-
-
-def encoding_name(encoding: int) -> str:
-    return _ENCODING_NAMES.get(encoding, f"unknown encoding {encoding}")
 
 
 class FrameDecoder:

@@ -4,7 +4,6 @@ reconnects with frame replay, auth and TLS."""
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -21,13 +20,14 @@ from semore_runtime.client import (
     ServerBusyError,
 )
 from semore_runtime.policy import OnnxPolicy
-
-# The tiny test policy and helpers live with the serving tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
-from serve_helpers import expected_actions, make_certs, make_self_signed, random_frames  # noqa: E402
-from tiny_policy import build_tiny_policy  # noqa: E402
-
-from serve.server import build_server  # noqa: E402
+from tests.helpers.serving import (
+    build_tiny_policy,
+    expected_actions,
+    make_certs,
+    make_self_signed,
+    random_frames,
+    serve_for_tests,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +42,7 @@ def local_policy(policy_path) -> OnnxPolicy:
 
 @pytest.fixture
 def start_server(policy_path):
-    servers = []
-
-    def start(**overrides):
-        overrides = {"model": policy_path, "port": 0, "device": "cpu", "threads": 1, **overrides}
-        server = build_server(**overrides).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(grace=0)
+    yield from serve_for_tests(policy_path)
 
 
 @pytest.fixture

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from semore_runtime.policy import OnnxPolicy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
-
-sys.path.insert(0, str(Path(__file__).parent))  # for tiny_policy when run from elsewhere
-import serve_helpers  # noqa: E402
-from tiny_policy import build_tiny_policy  # noqa: E402
-
-from serve.server import PolicyServer, build_server  # noqa: E402
+from serve.server import PolicyServer
+from tests.helpers import serving
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +26,7 @@ def policy_path(tmp_path_factory) -> Path:
     """
     if os.environ.get("SEMORE_TEST_POLICY"):
         return Path(os.environ["SEMORE_TEST_POLICY"])
-    return build_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny_policy.onnx")
+    return serving.build_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny_policy.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -44,28 +41,16 @@ def spec(local_policy) -> PolicySpec:
     return local_policy.spec
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _frames_follow_the_policy(spec) -> None:
-    serve_helpers.FRAME_HW[:] = [spec.height, spec.width]
+@pytest.fixture(scope="session")
+def random_frames(spec) -> Callable[..., np.ndarray]:
+    """``random_frames(n, seed)``: n random frames of the served policy's size (height=, width= override)."""
+    return functools.partial(serving.random_frames, height=spec.height, width=spec.width)
 
 
 @pytest.fixture
 def start_server(policy_path) -> Iterator[Callable[..., PolicyServer]]:
     """Factory: ``start_server(**ServeConfig overrides)`` -> a started server on a free port."""
-    servers: list[PolicyServer] = []
-
-    def start(**overrides) -> PolicyServer:
-        overrides.setdefault("model", policy_path)
-        overrides.setdefault("port", 0)
-        overrides.setdefault("device", "cpu")
-        overrides.setdefault("threads", 1)
-        server = build_server(**overrides)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop(grace=0)
+    yield from serving.serve_for_tests(policy_path)
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import random_frames, raw_frame
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2
 from serve.decode import FrameDecoder, FrameError
+from tests.helpers.serving import random_frames, raw_frame
 
 Frame = policy_pb2.Frame
 

@@ -16,17 +16,18 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serve_helpers import expected_actions, random_frames, raw_frame
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
-from serve.server import build_server
+from serve.cli import config_from_args, parse_args
+from serve.server import ServeConfig, build_server
+from tests.helpers.serving import expected_actions, raw_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def test_health_transitions(policy_path, spec):
+def test_health_transitions(policy_path, spec, random_frames):
     server = build_server(model=policy_path, port=0, device="cpu", threads=1)
     server.start_listening()
     try:
@@ -93,7 +94,9 @@ def start_cli(policy_path: Path, log_path: Path, *extra: str) -> tuple[subproces
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_drains_in_flight_stream_then_exits_0(policy_path, local_policy, tmp_path, signum):
+def test_signal_drains_in_flight_stream_then_exits_0(
+    policy_path, local_policy, tmp_path, signum, random_frames
+):
     proc, address = start_cli(policy_path, tmp_path / "server.log", "--drain-timeout", "20")
     try:
         frames = random_frames(40, seed=31)
@@ -135,7 +138,7 @@ def test_signal_drains_in_flight_stream_then_exits_0(policy_path, local_policy, 
     assert events.index("draining") < events.index("stream_closed") < events.index("stopped")
 
 
-def test_second_signal_cuts_the_drain_short(policy_path, tmp_path):
+def test_second_signal_cuts_the_drain_short(policy_path, tmp_path, random_frames):
     proc, address = start_cli(policy_path, tmp_path / "server.log", "--drain-timeout", "60")
     try:
         requests: queue.SimpleQueue = queue.SimpleQueue()
@@ -177,3 +180,14 @@ def test_cli_rejects_a_bad_model(tmp_path):
 def test_a_taken_port_fails_at_build(server, policy_path):
     with pytest.raises(OSError, match="cannot bind"):
         build_server(model=policy_path, port=server.port, device="cpu")
+
+
+def test_cli_options_come_from_serve_config():
+    assert config_from_args(parse_args(["--model", "p.onnx"])) == ServeConfig(model=Path("p.onnx"))
+    argv = ["--model", "p.onnx", "--device", "cpu", "--tls-cert", "c.pem", "--threads", "2"]
+    argv += ["--spin", "--no-inline", "--drain-timeout", "2.5"]
+    config = config_from_args(parse_args(argv))
+    assert (config.device, config.tls_cert, config.threads) == ("cpu", Path("c.pem"), 2)
+    assert config.spinning and not config.inline_when_alone and config.drain_timeout_s == 2.5
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "p.onnx", "--device", "tpu"])  # choices from the Literal

@@ -8,21 +8,29 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serve_helpers import make_certs, make_self_signed, random_frames, raw_frame
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
+from serve.server import build_server
+from tests.helpers.serving import make_certs, make_self_signed, raw_frame
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 TOKEN = "s3cret-token-for-tests"
 
 
-def act_request(spec) -> policy_pb2.ActRequest:
+@pytest.fixture
+def act_request(spec, random_frames) -> policy_pb2.ActRequest:
     return policy_pb2.ActRequest(frames=[raw_frame(f) for f in random_frames(spec.frame_stack, seed=20)])
 
 
-def stream_once(stub, metadata=None) -> policy_pb2.Action:
+@pytest.fixture
+def stream_once(random_frames):
+    """``stream_once(stub, metadata=None)``: one observation on a new stream, its Action back."""
     obs = policy_pb2.Observation(seq=1, frame=raw_frame(random_frames(1, seed=21)[0]))
-    return next(iter(stub.StreamAct(iter([obs]), metadata=metadata, timeout=5)))
+
+    def call(stub, metadata=None) -> policy_pb2.Action:
+        return next(iter(stub.StreamAct(iter([obs]), metadata=metadata, timeout=5)))
+
+    return call
 
 
 @pytest.fixture
@@ -42,12 +50,12 @@ def auth_server(start_server, tmp_path):
     ],
     ids=["none", "wrong", "no-scheme", "basic"],
 )
-def test_auth_rejects(auth_server, spec, metadata, message):
+def test_auth_rejects(auth_server, act_request, stream_once, metadata, message):
     with grpc.insecure_channel(auth_server.address) as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         for call in (
             lambda: stub.GetSpec(policy_pb2.GetSpecRequest(), metadata=metadata, timeout=5),
-            lambda: stub.Act(act_request(spec), metadata=metadata, timeout=5),
+            lambda: stub.Act(act_request, metadata=metadata, timeout=5),
             lambda: stream_once(stub, metadata),
         ):
             with pytest.raises(grpc.RpcError) as info:
@@ -56,14 +64,14 @@ def test_auth_rejects(auth_server, spec, metadata, message):
             assert message in info.value.details()
 
 
-def test_auth_accepts_any_listed_token_and_leaves_health_open(auth_server, spec):
+def test_auth_accepts_any_listed_token_and_leaves_health_open(auth_server, spec, act_request, stream_once):
     with grpc.insecure_channel(auth_server.address) as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         for token in (TOKEN, "old-token"):
             metadata = (("authorization", f"Bearer {token}"),)
             got = stub.GetSpec(policy_pb2.GetSpecRequest(), metadata=metadata, timeout=5)
             assert got.frame_stack == spec.frame_stack
-            assert len(stub.Act(act_request(spec), metadata=metadata, timeout=5).action) == spec.action_dim
+            assert len(stub.Act(act_request, metadata=metadata, timeout=5).action) == spec.action_dim
             assert stream_once(stub, metadata).seq == 1
         health = health_pb2_grpc.HealthStub(channel)
         status = health.Check(
@@ -72,17 +80,19 @@ def test_auth_accepts_any_listed_token_and_leaves_health_open(auth_server, spec)
         assert status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_auth_off_needs_no_token(server, spec):
+def test_auth_off_needs_no_token(server, spec, act_request, stream_once):
     with grpc.insecure_channel(server.address) as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
-        assert len(stub.Act(act_request(spec), timeout=5).action) == spec.action_dim
+        assert len(stub.Act(act_request, timeout=5).action) == spec.action_dim
         assert stream_once(stub).seq == 1
         # A token sent to a server without auth is simply ignored.
         assert stream_once(stub, (("authorization", "Bearer whatever"),)).seq == 1
 
 
 @needs_openssl
-def test_tls_with_self_signed_certificate(start_server, tmp_path, local_policy, spec):
+def test_tls_with_self_signed_certificate(
+    start_server, tmp_path, local_policy, spec, random_frames, stream_once
+):
     cert, key = make_self_signed(tmp_path / "tls")
     server = start_server(tls_cert=cert, tls_key=key)
     creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
@@ -105,7 +115,7 @@ def test_tls_with_self_signed_certificate(start_server, tmp_path, local_policy, 
 
 
 @needs_openssl
-def test_mutual_tls_and_token_together(start_server, tmp_path):
+def test_mutual_tls_and_token_together(start_server, tmp_path, stream_once):
     certs = make_certs(tmp_path / "mtls")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
@@ -140,8 +150,6 @@ def test_mutual_tls_and_token_together(start_server, tmp_path):
 
 
 def test_config_errors(policy_path):
-    from serve.server import build_server
-
     with pytest.raises(ValueError, match="go together"):
         build_server(model=policy_path, port=0, device="cpu", tls_cert=policy_path)
     with pytest.raises(ValueError, match="needs --tls-cert"):

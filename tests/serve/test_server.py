@@ -4,6 +4,7 @@ bad input, limits, disconnects and metrics."""
 from __future__ import annotations
 
 import io
+import logging
 import queue
 import threading
 import time
@@ -13,10 +14,10 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import expected_actions, random_frames, raw_frame
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
+from tests.helpers.serving import expected_actions, raw_frame
 
 Frame = policy_pb2.Frame
 Observation = policy_pb2.Observation
@@ -57,7 +58,7 @@ def test_get_spec_matches_the_policy(stub, local_policy):
     assert response.env_id == spec.env_id and not response.resize
 
 
-def test_stream_matches_local_framestack_with_resets(stub, local_policy):
+def test_stream_matches_local_framestack_with_resets(stub, local_policy, random_frames):
     frames = random_frames(12, seed=1)
     resets = {0, 4, 5, 9}  # a reset right after a reset, and one mid-stack
     want = expected_actions(local_policy, frames, resets)
@@ -72,7 +73,7 @@ def test_stream_matches_local_framestack_with_resets(stub, local_policy):
     assert driver.call.code() == grpc.StatusCode.OK
 
 
-def test_first_frame_of_a_stream_fills_the_stack(stub, local_policy, spec):
+def test_first_frame_of_a_stream_fills_the_stack(stub, local_policy, spec, random_frames):
     frames = random_frames(2, seed=2)
     driver = StreamDriver(stub)
     # No reset flag: a new stream starts an episode anyway.
@@ -83,14 +84,14 @@ def test_first_frame_of_a_stream_fills_the_stack(stub, local_policy, spec):
     driver.close()
 
 
-def test_unary_act(stub, local_policy, spec):
+def test_unary_act(stub, local_policy, spec, random_frames):
     frames = random_frames(spec.frame_stack, seed=3)
     action = stub.Act(policy_pb2.ActRequest(seq=7, frames=[raw_frame(f) for f in frames]), timeout=5)
     assert action.seq == 7
     np.testing.assert_allclose(action.action, local_policy.act(frames), rtol=1e-4, atol=1e-5)
 
 
-def test_png_and_jpeg_frames_are_accepted(stub, local_policy, spec):
+def test_png_and_jpeg_frames_are_accepted(stub, local_policy, spec, random_frames):
     frames = random_frames(spec.frame_stack, seed=4)
 
     def png(f: np.ndarray) -> Frame:
@@ -107,7 +108,7 @@ def test_png_and_jpeg_frames_are_accepted(stub, local_policy, spec):
     assert len(action) == spec.action_dim
 
 
-def test_32_concurrent_streams_lose_and_reorder_nothing(server, local_policy):
+def test_32_concurrent_streams_lose_and_reorder_nothing(server, local_policy, random_frames):
     n_streams, n_frames = 32, 200
     failures: list[str] = []
     batch_sizes: list[int] = []
@@ -146,7 +147,7 @@ def test_32_concurrent_streams_lose_and_reorder_nothing(server, local_policy):
     assert wait_until(lambda: server.active_streams == 0)
 
 
-def test_an_idle_open_stream_does_not_slow_a_busy_one(start_server):
+def test_an_idle_open_stream_does_not_slow_a_busy_one(start_server, random_frames):
     server = start_server(batch_wait_us=50_000)  # a 50 ms batching window, to make any wait obvious
     frames = random_frames(10, seed=12)
     with grpc.insecure_channel(server.address) as channel:
@@ -166,8 +167,8 @@ def test_an_idle_open_stream_does_not_slow_a_busy_one(start_server):
 # -- bad input ---------------------------------------------------------------------------------
 
 
-def _bad_frames() -> dict[str, tuple[Frame | None, str]]:
-    good = random_frames(1, seed=5)[0]
+def _bad_frames(good: np.ndarray) -> dict[str, tuple[Frame | None, str]]:
+    """Every way to get a stream's frame wrong, made from a good one: case -> (frame, message)."""
     h, w = good.shape[:2]
     buffer = io.BytesIO()
     Image.fromarray(good).save(buffer, format="PNG")
@@ -191,9 +192,9 @@ def _bad_frames() -> dict[str, tuple[Frame | None, str]]:
     }
 
 
-@pytest.mark.parametrize("case", list(_bad_frames()))
-def test_bad_stream_input_fails_only_that_stream(server, local_policy, spec, case):
-    bad, message = _bad_frames()[case]
+@pytest.mark.parametrize("case", list(_bad_frames(np.zeros((32, 32, 3), np.uint8))))  # any frame names them
+def test_bad_stream_input_fails_only_that_stream(server, local_policy, spec, case, random_frames):
+    bad, message = _bad_frames(random_frames(1, seed=5)[0])[case]
     frames = random_frames(4, seed=6)
     want = expected_actions(local_policy, frames)
     with grpc.insecure_channel(server.address) as channel:
@@ -222,8 +223,27 @@ def test_bad_stream_input_fails_only_that_stream(server, local_policy, spec, cas
     assert wait_until(lambda: server.active_streams == 0)
 
 
+def test_a_closed_stream_logs_why(server, random_frames, caplog):
+    frame = raw_frame(random_frames(1, seed=14)[0])
+    with (
+        caplog.at_level(logging.INFO, logger="serve.server"),
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        finished = StreamDriver(stub)
+        finished.step(Observation(seq=1, frame=frame))
+        finished.close()
+        assert list(finished.call) == []
+        refused = StreamDriver(stub)
+        with pytest.raises(grpc.RpcError):
+            refused.step(Observation(seq=1))  # no frame
+        assert wait_until(lambda: server.active_streams == 0)
+    reasons = [r.reason for r in caplog.records if getattr(r, "event", None) == "stream_closed"]
+    assert sorted(reasons) == ["bad input", "client finished"]
+
+
 @pytest.mark.parametrize("case", ["too-few", "too-many", "bad-frame"])
-def test_bad_unary_input(stub, spec, case):
+def test_bad_unary_input(stub, spec, case, random_frames):
     good = raw_frame(random_frames(1, seed=7)[0])
     k = spec.frame_stack
     bad = Frame(data=b"x", height=spec.height, width=spec.width, encoding=Frame.RAW_RGB8)
@@ -238,7 +258,7 @@ def test_bad_unary_input(stub, spec, case):
     assert message in info.value.details()
 
 
-def test_resize_flag(start_server, local_policy, spec):
+def test_resize_flag(start_server, local_policy, spec, random_frames):
     server = start_server(resize=True)
     big = random_frames(spec.frame_stack, seed=8, height=spec.height + 16, width=spec.width * 2)
     size = (spec.width, spec.height)
@@ -264,7 +284,7 @@ def test_message_size_limit(start_server, spec):
         assert stub.GetSpec(policy_pb2.GetSpecRequest(), timeout=5).frame_stack == spec.frame_stack
 
 
-def test_max_streams(start_server, spec):
+def test_max_streams(start_server, spec, random_frames):
     server = start_server(max_streams=2)
     frame = raw_frame(random_frames(1, seed=9)[0])
     with grpc.insecure_channel(server.address) as channel:
@@ -289,7 +309,7 @@ def test_max_streams(start_server, spec):
         fourth.close()
 
 
-def test_client_disconnect_frees_stream_state(server):
+def test_client_disconnect_frees_stream_state(server, random_frames):
     frame = raw_frame(random_frames(1, seed=10)[0])
     channel = grpc.insecure_channel(server.address)
     stub = policy_pb2_grpc.PolicyServiceStub(channel)
@@ -307,7 +327,7 @@ def test_client_disconnect_frees_stream_state(server):
         d.close()
 
 
-def test_metrics_endpoint(start_server):
+def test_metrics_endpoint(start_server, random_frames):
     server = start_server(metrics_port=0)
     frame = raw_frame(random_frames(1, seed=11)[0])
     with grpc.insecure_channel(server.address) as channel:

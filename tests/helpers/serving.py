@@ -1,0 +1,193 @@
+"""Serving-side helpers for tests and the serving benchmark: the tiny test policy, frames,
+expected actions, test servers and certificates (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from semore_runtime.frame_stack import FrameStack
+from semore_runtime.policy import OnnxPolicy
+from semore_runtime.proto_gen.semore.v1 import policy_pb2
+from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
+from serve.server import PolicyServer, build_server
+
+OPSET = 17
+TINY_HW = (32, 32)  # the tiny test policy's frame size (height, width)
+
+
+def build_tiny_policy(
+    path: str | os.PathLike,
+    height: int = TINY_HW[0],
+    width: int = TINY_HW[1],
+    frame_stack: int = 3,
+    action_dim: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Writes a tiny but real Semore policy file to ``path`` and returns it.
+
+    The graph has the exported policy's contract (uint8 frames [B, K, H, W, 3] -> float32 actions
+    [B, A] in the spec's bounds, PolicySpec JSON in the metadata) and every output depends on every
+    pixel of every frame, so a test that compares served actions with local ones catches a wrong
+    frame order, a missed reset or a mixed-up stream.
+
+    frames -> Cast float -> /255 - 0.5 -> flatten [B, K*H*W*3] -> MatMul (seeded weights) ->
+    + per-frame mean features (ReduceMean over H, W, MatMul) -> Tanh -> scaled into the bounds.
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    n_pixels = frame_stack * height * width * 3
+    # Scaled so a random frame gives pre-activations of order 1: actions spread over the range.
+    w_pix = (rng.standard_normal((n_pixels, action_dim)) * (3.0 / np.sqrt(n_pixels))).astype(np.float32)
+    w_mean = (rng.standard_normal((frame_stack * 3, action_dim)) * 2.0).astype(np.float32)
+    low = np.full(action_dim, -1.0, dtype=np.float32)
+    high = np.full(action_dim, 1.0, dtype=np.float32)
+
+    spec = PolicySpec(
+        height=height,
+        width=width,
+        frame_stack=frame_stack,
+        action_dim=action_dim,
+        action_low=low.tolist(),
+        action_high=high.tolist(),
+        env_id="test:tiny",
+        encoder_kind="pixel",
+        teacher_kind="none",
+        training_frames=0,
+    )
+
+    inits = [
+        numpy_helper.from_array(np.array(1.0 / 255.0, dtype=np.float32), "inv255"),
+        numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
+        numpy_helper.from_array(np.array([0, n_pixels], dtype=np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array([0, frame_stack * 3], dtype=np.int64), "mean_shape"),
+        numpy_helper.from_array(w_pix, "w_pix"),
+        numpy_helper.from_array(w_mean, "w_mean"),
+        numpy_helper.from_array(((high - low) / 2).astype(np.float32), "scale"),
+        numpy_helper.from_array(((high + low) / 2).astype(np.float32), "shift"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["frames"], ["x_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x_f", "inv255"], ["x_unit"]),
+        helper.make_node("Sub", ["x_unit", "half"], ["x"]),
+        helper.make_node("Reshape", ["x", "flat_shape"], ["x_flat"]),
+        helper.make_node("MatMul", ["x_flat", "w_pix"], ["h_pix"]),
+        helper.make_node("ReduceMean", ["x"], ["x_mean"], axes=[2, 3], keepdims=0),  # [B, K, 3]
+        helper.make_node("Reshape", ["x_mean", "mean_shape"], ["x_mean_flat"]),
+        helper.make_node("MatMul", ["x_mean_flat", "w_mean"], ["h_mean"]),
+        helper.make_node("Add", ["h_pix", "h_mean"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["t"]),
+        helper.make_node("Mul", ["t", "scale"], ["t_scaled"]),
+        helper.make_node("Add", ["t_scaled", "shift"], [spec.output_name]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "semore_tiny_policy",
+        [
+            helper.make_tensor_value_info(
+                spec.input_name, TensorProto.UINT8, ["batch", frame_stack, height, width, 3]
+            )
+        ],
+        [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["batch", action_dim])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="semore-tests"
+    )
+    model.ir_version = 8  # readable by every onnxruntime >= 1.14
+    helper.set_model_props(model, {SPEC_METADATA_KEY: spec.model_dump_json()})
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def serve_for_tests(policy_path: Path) -> Iterator[Callable[..., PolicyServer]]:
+    """For a fixture to ``yield from``: ``start(**ServeConfig overrides)`` -> a started server.
+
+    Free loopback port, CPU, one ONNX Runtime thread unless overridden; every server it started
+    is stopped when the fixture ends.
+    """
+    servers: list[PolicyServer] = []
+
+    def start(**overrides) -> PolicyServer:
+        overrides = {"model": policy_path, "port": 0, "device": "cpu", "threads": 1, **overrides}
+        server = build_server(**overrides)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+def raw_frame(frame: np.ndarray) -> policy_pb2.Frame:
+    h, w = frame.shape[:2]
+    return policy_pb2.Frame(data=frame.tobytes(), height=h, width=w, encoding=policy_pb2.Frame.RAW_RGB8)
+
+
+def random_frames(n: int, seed: int, height: int = TINY_HW[0], width: int = TINY_HW[1]) -> np.ndarray:
+    """n random uint8 RGB frames, by default of the tiny test policy's size.
+
+    tests/serve's ``random_frames`` fixture gives them the size of the policy under test.
+    """
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+def expected_actions(
+    policy: OnnxPolicy, frames: np.ndarray, resets: set[int] | frozenset = frozenset()
+) -> np.ndarray:
+    """What a stream must answer: OnnxPolicy on the stacks FrameStack builds (reset before ``resets``)."""
+    stack = FrameStack(policy.spec.frame_stack, policy.spec.frame_shape)
+    stacks = []
+    for i, frame in enumerate(frames):
+        if i in resets:
+            stack.reset()
+        stacks.append(stack.push(frame))
+    return policy.act(np.stack(stacks))
+
+
+def make_self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed server certificate (and key) for 127.0.0.1 and localhost, via the openssl CLI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, cert = folder / "self.key", folder / "self.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def make_certs(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed by the CA.
+
+    Uses the openssl CLI (the ``cryptography`` package is not installed here).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    p = {
+        name: folder / name
+        for name in ("ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem")
+    }
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=semore-test-ca",
+        "-keyout", str(p["ca.key"]), "-out", str(p["ca.pem"]))  # fmt: skip
+    for who in ("server", "client"):
+        csr = folder / f"{who}.csr"
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=semore-test-{who}",
+            "-keyout", str(p[f"{who}.key"]), "-out", str(csr))  # fmt: skip
+        run("x509", "-req", "-in", str(csr), "-CA", str(p["ca.pem"]), "-CAkey", str(p["ca.key"]),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(p[f"{who}.pem"]))  # fmt: skip
+    return p
