@@ -3,7 +3,9 @@
 Each arm x seed is a real `semore-train --config configs/quickstart.yaml` run in its own folder,
 with the same seeds for every arm, capped at `--frames` (50k: the target is 800 within 45k, so a
 seed that has not got there by then counts as never). Runs that finished are kept; an interrupted one continues from
-its last checkpoint (`--resume`, the default; `--fresh` starts over). `--jobs 2` runs two trials
+its last checkpoint (`--resume`, the default; `--fresh` starts over). The results file is the record
+across machines and sessions: a seed it holds at the same setting is not run again (run folders
+are too big to keep), and each seed names the commit that trained it. `--jobs 2` runs two trials
 at once with one thread each (two multi-threaded trainings on 2 cores slow each other badly).
 
 Writes benchmarks/results/learner_check.json after every finished trial: per arm and seed the
@@ -54,10 +56,8 @@ def trial_result(out: Path) -> dict | None:
     if not summary_path.exists():
         return None
     summary = json.loads(summary_path.read_text())
-    done_frames = (
-        json.loads((out / "trial.json").read_text())["frames"] if (out / "trial.json").exists() else None
-    )
-    if done_frames is None or done_frames != summary["frames"]:
+    trial = json.loads((out / "trial.json").read_text()) if (out / "trial.json").exists() else {}
+    if trial.get("frames") != summary["frames"]:
         return None
     curve = summary["curve"]
     reached = next((p["frames"] for p in curve if p["return"] >= TARGET), None)
@@ -71,6 +71,7 @@ def trial_result(out: Path) -> dict | None:
         "seconds": summary["seconds"],
         "ms_per_frame": round(1000 * summary["seconds"] / max(summary["frames"], 1), 2),
         "spreads": {k: round(float(last_update[k]), 4) for k in SPREADS if last_update.get(k)},
+        "commit": trial.get("commit"),
         "curve": [{"frames": p["frames"], "return": p["return"]} for p in curve],
     }
 
@@ -81,22 +82,41 @@ def median_frames(values: list[int | None]) -> float | None:
     return None if math.isinf(median) else median
 
 
-def write_results(args: argparse.Namespace) -> dict:
+def setting(frames: int) -> str:
+    return f"configs/quickstart.yaml (dmc:cartpole-balance, 48 px, action repeat 4), at most {frames} frames"
+
+
+def recorded(args: argparse.Namespace) -> dict[tuple[str, str], dict]:
+    """The seeds the results file already holds at this setting, by (arm, seed)."""
+    if not args.results.exists():
+        return {}
+    results = json.loads(args.results.read_text())
+    if results.get("setting") != setting(args.frames):
+        return {}
+    return {(arm, s): r for arm, entry in results["arms"].items() for s, r in entry["seeds"].items()}
+
+
+def git_commit() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def write_results(args: argparse.Namespace, earlier: dict[tuple[str, str], dict]) -> dict:
     runs, arms, seeds, path, jobs = args.runs, args.arms, args.seeds, args.results, args.jobs
     results: dict = {
-        "setting": "configs/quickstart.yaml (dmc:cartpole-balance, 48 px, action repeat 4), "
-        f"at most {args.frames} frames",
+        "setting": setting(args.frames),
         "target_return": TARGET,
         "machine": f"{os.cpu_count()} CPU cores, no GPU; {jobs} trial(s) at a time"
         + (", one thread each" if jobs > 1 else ""),
         "note": "frames are the figure that counts; seconds are context (machine speed varies up to 2x)",
         "arms": {},
     }
-    for arm in arms:
-        per_seed = {str(s): trial_result(runs / arm / f"seed{s}") for s in seeds}
+    for arm in dict.fromkeys([*arms, *(a for a, _ in earlier)]):  # other arms' records stay
+        arm_seeds = sorted({str(s) for s in seeds} | {s for a, s in earlier if a == arm}, key=int)
+        per_seed = {s: trial_result(runs / arm / f"seed{s}") or earlier.get((arm, s)) for s in arm_seeds}
         done = {s: r for s, r in per_seed.items() if r is not None}
         entry: dict = {"overrides": ARMS[arm], "seeds": done}
-        if len(done) == len(seeds):
+        if len(done) == len(arm_seeds):
             entry["median_frames_to_800"] = median_frames([r["frames_to_800"] for r in done.values()])
             entry["seeds_reaching_800"] = sum(r["frames_to_800"] is not None for r in done.values())
         results["arms"][arm] = entry
@@ -131,8 +151,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="delete earlier runs of these trials first")
     parser.add_argument("--report", action="store_true", help="only rewrite the results of finished trials")
     args = parser.parse_args()
+    earlier = {} if args.fresh else recorded(args)
     if args.report:
-        print_table(write_results(args))
+        print_table(write_results(args, earlier))
         return
 
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
@@ -147,7 +168,7 @@ def main() -> None:
             out = args.runs / arm / f"seed{seed}"
             if args.fresh and out.exists():
                 shutil.rmtree(out)
-            if trial_result(out) is not None:
+            if trial_result(out) is not None or (arm, str(seed)) in earlier:
                 print(f"{arm} seed {seed}: finished earlier, kept")
                 continue
             out.mkdir(parents=True, exist_ok=True)
@@ -166,14 +187,14 @@ def main() -> None:
             if proc.returncode != 0:
                 sys.exit(f"{arm} seed {seed} failed (exit {proc.returncode}); see {out / 'train.log'}")
             summary = json.loads((out / "summary.json").read_text())
-            (out / "trial.json").write_text(json.dumps({"frames": summary["frames"]}))
+            (out / "trial.json").write_text(json.dumps({"frames": summary["frames"], "commit": git_commit()}))
             print(
                 f"{arm} seed {seed}: done, best {summary['best_return']} at {summary['frames']} frames "
                 f"({(time.perf_counter() - started) / 60:.1f} min this session)",
                 flush=True,
             )
-            write_results(args)
-    print_table(write_results(args))
+            write_results(args, earlier)
+    print_table(write_results(args, earlier))
     print(f"wrote {args.results}")
 
 
