@@ -12,7 +12,7 @@ import onnx
 import torch
 
 from export.policy_graph import PolicyGraph, load_policy_graph
-from semore_runtime.policy import CUDA, OnnxPolicy
+from semore_runtime.policy import CUDA, NonFiniteActionError, OnnxPolicy
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
 from training.checkpoint import file_sha256
 from training.config import RunConfig
@@ -148,24 +148,31 @@ def export_checkpoint(
 
     if real is None and use_env_frames:
         real = real_frames(config)
+    checks = parity_frames(spec, real)
+    with torch.no_grad():
+        expected = {name: graph(torch.as_tensor(frames)).numpy() for name, frames in checks.items()}
+    for name, actions in expected.items():  # before any file: OnnxPolicy refuses such a graph at load
+        if not np.isfinite(actions).all():
+            raise ParityError(
+                f"non-finite actions from torch on the {name} frames ({actions.ravel()[:4]}): the "
+                "checkpoint has diverged; nothing written"
+            )
     tmp = out_path.with_name(out_path.name + ".tmp")
     tmp.write_bytes(data)
     try:
         policy = OnnxPolicy(tmp, device=device)
         diffs = {}
-        for name, frames in parity_frames(spec, real).items():
-            with torch.no_grad():
-                expected = graph(torch.as_tensor(frames)).numpy()
-            actual = policy.act(frames)
-            if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
+        for name, frames in checks.items():
+            try:
+                actual = policy.act(frames)
+            except NonFiniteActionError as exc:  # torch was finite: the conversion broke it (fp16)
                 raise ParityError(
-                    f"non-finite actions on the {name} frames (torch: {expected.ravel()[:4]}, ONNX: "
-                    f"{actual.ravel()[:4]}): the checkpoint has diverged; nothing written"
-                )
-            diffs[name] = float(np.abs(actual - expected).max())
+                    f"non-finite actions from ONNX on the {name} frames: {exc}; nothing written"
+                ) from exc
+            diffs[name] = float(np.abs(actual - expected[name]).max())
         tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
         worst = max(diffs.values())
-        if not worst <= tolerance:  # also refuses a NaN, which `worst > tolerance` lets through
+        if worst > tolerance:  # both sides are finite here: the checks above refused anything else
             raise ParityError(
                 f"ONNX and torch differ by {worst:.2e} (> {tolerance:.0e}): {diffs}; nothing written"
             )

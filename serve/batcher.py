@@ -8,6 +8,9 @@ producers are *active*, i.e. sent a request or got an answer within the last
 between frames) does not make every other stream wait. A lone active producer skips the batcher
 thread altogether (``try_inline``): there is nothing to batch with, and the hand-off to the
 batcher thread and back costs two thread wake-ups.
+
+A failure stays with its request: when a batched call raises, its requests are run again one at
+a time, so only the request whose input makes the model fail gets the error.
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ class _Pending:
         self.loop = loop
 
 
-def _settle(items: list[tuple[asyncio.Future, BatchResult | None, BaseException | None]]) -> None:
+Outcome = tuple[BatchResult, None] | tuple[None, BaseException]
+
+
+def _settle(items: list[tuple[asyncio.Future, Outcome]]) -> None:
     # Runs on the event loop. A handler cancelled meanwhile (client gone) left a cancelled future.
-    for future, result, error in items:
+    for future, (result, error) in items:
         if future.done():
             continue
         if error is not None:
@@ -65,13 +71,11 @@ def _settle(items: list[tuple[asyncio.Future, BatchResult | None, BaseException 
             future.set_result(result)
 
 
-def _deliver(
-    batch: list[_Pending], results: list[BatchResult | None], error: BaseException | None = None
-) -> None:
+def _deliver(batch: list[_Pending], outcomes: list[Outcome]) -> None:
     """Answers a batch with one callback per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-    for item, result in zip(batch, results, strict=True):
-        by_loop.setdefault(item.loop, []).append((item.future, result, error))
+    for item, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(item.loop, []).append((item.future, outcome))
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, items)
@@ -177,17 +181,11 @@ class MicroBatcher:
         if not self._model_lock.acquire(blocking=False):
             return None
         try:
-            t0 = time.perf_counter()
-            actions = self._run_batch(stack[None])
-            elapsed = time.perf_counter() - t0
+            actions, elapsed = self._call(stack[None])
         finally:
             self._model_lock.release()
         self._mark_answered([producer])
-        if self._on_batch is not None:
-            try:
-                self._on_batch(1, elapsed)
-            except Exception:
-                log.exception("on_batch callback failed")
+        self._report(1, elapsed)
         return BatchResult(actions[0], elapsed, 1)
 
     def _enqueue(self, item: _Pending) -> None:
@@ -223,11 +221,8 @@ class MicroBatcher:
             leftovers = list(self._queue)
             self._queue.clear()
         if leftovers:
-            _deliver(
-                leftovers,
-                [None] * len(leftovers),
-                BatcherClosedError("the server shut down before answering"),
-            )
+            closed = BatcherClosedError("the server shut down before answering")
+            _deliver(leftovers, [(None, closed)] * len(leftovers))
 
     # -- the batching thread ---------------------------------------------------------------
     def _collect(self) -> list[_Pending] | None:
@@ -257,30 +252,52 @@ class MicroBatcher:
                 target = min(target, len(self._last_activity))
             return batch
 
+    def _call(self, stacks: np.ndarray) -> tuple[np.ndarray, float]:
+        """One model call on ``stacks`` [B, K, H, W, 3]: actions [B, A] and the call's wall time.
+
+        The caller holds the model lock.
+        """
+        t0 = time.perf_counter()
+        actions = self._run_batch(stacks)
+        elapsed = time.perf_counter() - t0
+        if actions.shape[0] != len(stacks):
+            raise RuntimeError(f"policy returned {actions.shape[0]} actions for a batch of {len(stacks)}")
+        return actions, elapsed
+
+    def _report(self, batch_size: int, seconds: float) -> None:
+        if self._on_batch is not None:
+            try:
+                self._on_batch(batch_size, seconds)
+            except Exception:  # metrics must never stop serving
+                log.exception("on_batch callback failed")
+
+    def _outcomes(self, batch: list[_Pending], calls: list[tuple[int, float]]) -> list[Outcome]:
+        """Each request's result or error; ``calls`` gets (batch size, seconds) of each call that answered.
+
+        A batch that fails is retried one request at a time, so one stream's poisoned input fails
+        that stream alone, not every stream it happened to be batched with.
+        """
+        n = len(batch)
+        try:
+            stacks = np.stack([p.stack for p in batch]) if n > 1 else batch[0].stack[None]
+            with self._model_lock:
+                actions, elapsed = self._call(stacks)
+        except Exception as exc:  # the model failing must fail requests, not the server
+            if n == 1:
+                return [(None, exc)]
+            log.warning("policy call failed for a batch of %d (%s): retrying one at a time", n, exc)
+            return [outcome for item in batch for outcome in self._outcomes([item], calls)]
+        calls.append((n, elapsed))
+        return [(BatchResult(actions[i], elapsed, n), None) for i in range(n)]
+
     def _loop(self) -> None:
         while True:
             batch = self._collect()
             if batch is None:
                 return
-            try:
-                stacks = np.stack([p.stack for p in batch]) if len(batch) > 1 else batch[0].stack[None]
-                with self._model_lock:
-                    t0 = time.perf_counter()
-                    actions = self._run_batch(stacks)
-                    elapsed = time.perf_counter() - t0
-                if actions.shape[0] != len(batch):
-                    raise RuntimeError(
-                        f"policy returned {actions.shape[0]} actions for a batch of {len(batch)}"
-                    )
-            except Exception as exc:  # the model failing must fail these requests, not the server
-                log.exception("policy call failed for a batch of %d", len(batch))
-                _deliver(batch, [None] * len(batch), exc)
-                continue
-            n = len(batch)
+            calls: list[tuple[int, float]] = []
+            outcomes = self._outcomes(batch, calls)
             self._mark_answered([p.producer for p in batch])
-            _deliver(batch, [BatchResult(actions[i], elapsed, n) for i in range(n)])
-            if self._on_batch is not None:
-                try:
-                    self._on_batch(n, elapsed)
-                except Exception:  # metrics must never stop serving
-                    log.exception("on_batch callback failed")
+            _deliver(batch, outcomes)
+            for batch_size, seconds in calls:  # after the answers: metrics never delay them
+                self._report(batch_size, seconds)

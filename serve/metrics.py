@@ -7,8 +7,11 @@ collide on metric names in the global registry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,16 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+class _ReadCounter(Collector):
+    """A counter kept elsewhere, read when /metrics is scraped."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self):
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())
+
+
 class ServerMetrics:
     """The metrics the servicer and batcher update; cheap enough to touch on every frame."""
 
@@ -50,6 +63,12 @@ class ServerMetrics:
             "semore_errors_total",
             "Requests that ended in an error, by gRPC status code.",
             ["method", "code"],
+            registry=r,
+        )
+        self.refused_frames = Counter(
+            "semore_refused_frames_total",
+            "Frames refused before they reached the policy, by reason (serve.decode.RefusalReason).",
+            ["reason"],
             registry=r,
         )
         self.streams_opened = Counter(
@@ -73,6 +92,12 @@ class ServerMetrics:
             registry=r,
         )
         self.ready = Gauge("semore_ready", "1 while the server reports SERVING.", registry=r)
+        self.nonfinite_actions = Counter(
+            "semore_nonfinite_actions_total",
+            "Requests refused because the policy produced NaN or inf (also in semore_errors_total).",
+            ["method"],
+            registry=r,
+        )
         # Children resolved once: a labelled lookup per frame costs more than the observation.
         self.stream_requests = self.requests.labels("StreamAct")
         self.stream_seconds = self.request_seconds.labels("StreamAct")
@@ -84,6 +109,20 @@ class ServerMetrics:
 
     def error(self, method: str, code: str) -> None:
         self.errors.labels(method, code).inc()
+
+    def refused(self, reason: str) -> None:
+        self.refused_frames.labels(reason).inc()
+
+    def count_clamped(self, read: Callable[[], int]) -> None:
+        """Exposes semore_clamped_actions_total, read at each scrape from the count the policy keeps
+        (OnnxPolicy.clamped_actions), so the clamping and its count stay in one place."""
+        self.registry.register(
+            _ReadCounter(
+                "semore_clamped_actions",
+                "Actions that had a value outside the spec's bounds, clamped to them before they were sent.",
+                read,
+            )
+        )
 
     def serve_http(self, port: int, host: str) -> int:
         """Exposes /metrics on host:port (port 0 picks a free one); returns the bound port."""

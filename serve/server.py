@@ -14,7 +14,6 @@ import itertools
 import logging
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -26,10 +25,11 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Histogram
 
 from semore_runtime.frame_stack import FrameStack
-from semore_runtime.policy import Device, OnnxPolicy
+from semore_runtime.policy import Device, NonFiniteActionError, OnnxPolicy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from serve.batcher import BatcherClosedError, BatchResult, MicroBatcher
-from serve.decode import RAW_RGB8, FrameDecoder, FrameError
+from serve.decode import MAX_DECODE_PIXELS, RAW_RGB8, FrameDecoder, FrameError
+from serve.decode_queue import DecodeQueue
 from serve.metrics import ServerMetrics
 from serve.security import TokenAuthInterceptor, load_tokens, server_credentials
 
@@ -76,6 +76,13 @@ class ServeConfig:
     resize: bool = field(
         default=False, metadata={"help": "resize frames of another size instead of rejecting them"}
     )
+    max_decode_pixels: int = field(
+        default=MAX_DECODE_PIXELS,
+        metadata={
+            "help": "with --resize: the most pixels (height x width) a frame may have; larger JPEG/PNG "
+            "frames are refused from their header, before decoding"
+        },
+    )
     tls_cert: Path | None = field(
         default=None, metadata={"help": "server certificate chain (PEM); enables TLS"}
     )
@@ -119,6 +126,8 @@ class ServeConfig:
             raise ValueError(f"--batch-wait-us must be >= 0, got {self.batch_wait_us}")
         if self.max_streams < 1:
             raise ValueError(f"--max-streams must be >= 1, got {self.max_streams}")
+        if self.max_decode_pixels < 1:
+            raise ValueError(f"--max-decode-pixels must be >= 1, got {self.max_decode_pixels}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.client_ca and not self.tls_cert:
@@ -154,7 +163,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """Implements semore.v1.PolicyService on top of one OnnxPolicy and one MicroBatcher.
 
     Raw frames are decoded on the event loop (a zero-copy view); JPEG/PNG go to a small thread
-    pool, where Pillow releases the GIL, so one big image does not stall every other stream.
+    pool, where Pillow releases the GIL, so one big image does not stall every other stream, and
+    which clients share fairly (serve.decode_queue), so one client's slow frames stall only it.
     """
 
     def __init__(
@@ -164,14 +174,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         metrics: ServerMetrics,
         max_streams: int,
         resize: bool = False,
-        decode_pool: futures.Executor | None = None,
+        decode_queue: DecodeQueue | None = None,
+        max_decode_pixels: int = MAX_DECODE_PIXELS,
     ) -> None:
         self.policy = policy
         self.spec = policy.spec
         self.batcher = batcher
         self.metrics = metrics
-        self.decoder = FrameDecoder(self.spec.height, self.spec.width, resize=resize)
-        self.decode_pool = decode_pool
+        self.decoder = FrameDecoder(self.spec.height, self.spec.width, resize, max_decode_pixels)
+        self.decode_queue = decode_queue
         self.streams = _StreamSlots(max_streams)
         self.ready = False
         s = self.spec
@@ -199,19 +210,36 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 context, method, grpc.StatusCode.UNAVAILABLE, "the policy server is not ready (warming up)"
             )
 
-    async def _decode(self, frame: policy_pb2.Frame) -> np.ndarray:
-        if frame.encoding == RAW_RGB8 or self.decode_pool is None:
-            return self.decoder.decode(frame)
-        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, self.decoder.decode, frame)
+    async def _decode(self, frame: policy_pb2.Frame, context) -> np.ndarray:
+        """The policy-sized frame; a refused one is counted by its reason and raised as FrameError."""
+        try:
+            if frame.encoding == RAW_RGB8 or self.decode_queue is None:
+                return self.decoder.decode(frame)
+            return await self.decode_queue.run(context.peer(), self.decoder.decode, frame)
+        except FrameError as exc:
+            self.metrics.refused(exc.reason)
+            raise
 
     async def _infer(self, context, method: str, stack: np.ndarray, producer: int) -> BatchResult:
+        """The policy's answer for one stack; a policy failure ends this call alone.
+
+        A non-finite action and a model that raises both end it with INTERNAL: the request was
+        well formed and the model broke its contract, so sending the same input again cannot help
+        (UNAVAILABLE would make clients retry it) and the client cannot fix it (not
+        FAILED_PRECONDITION). The details and semore_nonfinite_actions_total tell the two apart.
+        """
         try:
             return self.batcher.try_inline(stack, producer) or await self.batcher.submit_async(
                 stack, producer
             )
         except BatcherClosedError as exc:
             await self._abort(context, method, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except NonFiniteActionError as exc:
+            self.metrics.nonfinite_actions.labels(method).inc()
+            log.warning("%s refused: %s", method, exc, extra={"event": "nonfinite_action", "method": method})
+            await self._abort(context, method, grpc.StatusCode.INTERNAL, f"{exc}; no action was sent")
         except Exception as exc:
+            log.error("%s: policy call failed", method, exc_info=exc, extra={"event": "policy_error"})
             await self._abort(context, method, grpc.StatusCode.INTERNAL, f"policy call failed: {exc}")
 
     def _answer(self, seq: int, result: BatchResult, t0: float, seconds: Histogram) -> policy_pb2.Action:
@@ -242,7 +270,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 f"observation seq={obs.seq} has no frame",
             )
         try:
-            frame = await self._decode(obs.frame)
+            frame = await self._decode(obs.frame, context)
         except FrameError as exc:
             await self._abort(
                 context, "StreamAct", grpc.StatusCode.INVALID_ARGUMENT, f"observation seq={obs.seq}: {exc}"
@@ -272,7 +300,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         frames = []
         for i, frame in enumerate(request.frames):
             try:
-                frames.append(await self._decode(frame))
+                frames.append(await self._decode(frame, context))
             except FrameError as exc:
                 await self._abort(context, "Act", grpc.StatusCode.INVALID_ARGUMENT, f"frames[{i}]: {exc}")
         producer = self.batcher.add_producer()
@@ -371,9 +399,16 @@ class PolicyServer:
             on_batch=self.metrics.on_batch,
             inline_when_alone=config.inline_when_alone,
         )
-        self._decode_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="semore-decode")
+        self.metrics.count_clamped(lambda: policy.clamped_actions)
+        self._decode_queue = DecodeQueue(workers=2)
         self.servicer = PolicyServicer(
-            policy, self.batcher, self.metrics, config.max_streams, config.resize, self._decode_pool
+            policy,
+            self.batcher,
+            self.metrics,
+            config.max_streams,
+            config.resize,
+            self._decode_queue,
+            config.max_decode_pixels,
         )
         raw_stack = spec.frame_stack * spec.height * spec.width * spec.channels
         self.max_message_bytes = config.max_message_bytes or max(MIN_MESSAGE_BYTES, 2 * raw_stack + 65536)
@@ -546,7 +581,7 @@ class PolicyServer:
             self.servicer.ready = False
             self.batcher.close(timeout=5.0)
             self.metrics.close()
-            self._decode_pool.shutdown(wait=False)
+            self._decode_queue.shutdown()
             self._shutdown_loop()
             self._stopped.set()
             log.info("stopped", extra={"event": "stopped"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,10 +48,40 @@ def random_frames(spec) -> Callable[..., np.ndarray]:
     return functools.partial(serving.random_frames, height=spec.height, width=spec.width)
 
 
+@pytest.fixture(scope="session")
+def poisoned_policy(tmp_path_factory) -> Callable[[serving.Poison], Path]:
+    """``poisoned_policy(poison)``: the tiny policy (32x32, K=3, 2 actions in [-1, 1]) misbehaving on
+    a stack whose newest frame is all white: NaN, +inf or 1e6 actions, or a model call that raises.
+
+    Always the tiny policy, whatever SEMORE_TEST_POLICY says: feed it ``serving.random_frames``.
+    """
+    folder = tmp_path_factory.mktemp("poisoned")
+    return functools.cache(lambda poison: serving.build_tiny_policy(folder / f"{poison}.onnx", poison=poison))
+
+
 @pytest.fixture
 def start_server(policy_path) -> Iterator[Callable[..., PolicyServer]]:
     """Factory: ``start_server(**ServeConfig overrides)`` -> a started server on a free port."""
     yield from serving.serve_for_tests(policy_path)
+
+
+@pytest.fixture
+def start_cli_server(policy_path, tmp_path) -> Iterator[Callable[..., tuple[subprocess.Popen, str]]]:
+    """Factory: ``start_cli_server(*flags)`` -> (process, address) of a ``python -m serve`` subprocess.
+
+    Its log goes to tmp_path; every process it started is killed when the fixture ends.
+    """
+    procs: list[subprocess.Popen] = []
+
+    def start(*flags: str) -> tuple[subprocess.Popen, str]:
+        proc, address = serving.start_cli(policy_path, tmp_path / f"server-{len(procs)}.log", *flags)
+        procs.append(proc)
+        return proc, address
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait(10)
 
 
 @pytest.fixture

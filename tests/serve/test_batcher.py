@@ -144,6 +144,31 @@ def test_model_error_fails_only_that_batch():
     run(batcher, body())
 
 
+def test_a_failing_batch_is_retried_one_request_at_a_time():
+    calls: list[int] = []
+
+    def picky(stacks: np.ndarray) -> np.ndarray:
+        calls.append(len(stacks))
+        if (stacks == 99).any():  # one request's input makes the whole call fail
+            raise ValueError("poisoned input")
+        return stacks.reshape(len(stacks), -1)[:, :1].astype(np.float32)
+
+    batcher = MicroBatcher(picky, max_batch=8, batch_wait_s=0.05)
+
+    async def body() -> None:
+        producers = [batcher.add_producer() for _ in range(4)]  # all active: the batch waits for all
+        values = [1, 99, 3, 4]
+        results = await asyncio.gather(
+            *(submit(batcher, v, p) for v, p in zip(values, producers, strict=True)), return_exceptions=True
+        )
+        assert isinstance(results[1], ValueError)
+        assert [r.action[0] for r in results if isinstance(r, BatchResult)] == [1, 3, 4]
+        assert all(r.batch_size == 1 for r in results if isinstance(r, BatchResult))
+
+    run(batcher, body())
+    assert calls == [4, 1, 1, 1, 1]  # the batch, then each of its requests alone
+
+
 def test_close_answers_queued_then_refuses():
     calls: list[int] = []
     batcher = MicroBatcher(echo_model(calls, delay=0.01), max_batch=2, batch_wait_s=0)

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from serve.cli import config_from_args, parse_args
 from serve.server import ServeConfig, build_server
-from tests.helpers.serving import expected_actions, raw_frame
+from tests.helpers.serving import build_tiny_policy, expected_actions, raw_frame, start_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -62,35 +62,6 @@ def test_health_transitions(policy_path, spec, random_frames):
             assert time.monotonic() - t0 < 3.0
     finally:
         server.stop(grace=0)
-
-
-def start_cli(policy_path: Path, log_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log_file = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serve",
-            "--model",
-            str(policy_path),
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=log_file,
-        text=True,
-    )
-    line = proc.stdout.readline()  # "SERVING host:port" once warmed up
-    if not line.startswith("SERVING "):
-        proc.kill()
-        raise AssertionError(f"server did not start: {line!r}\n{log_path.read_text()}")
-    return proc, line.split()[1]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -162,9 +133,28 @@ def test_second_signal_cuts_the_drain_short(policy_path, tmp_path, random_frames
             proc.wait()
 
 
-def test_cli_rejects_a_bad_model(tmp_path):
+BAD_MODELS = {  # case -> (writes the file, what the one error line says)
+    "not a model": (lambda path: path.write_bytes(b"not a model"), "not a loadable ONNX model"),
+    "spec does not fit the graph": (
+        lambda path: build_tiny_policy(
+            path, spec_overrides={"action_dim": 3, "action_low": [-1.0] * 3, "action_high": [1.0] * 3}
+        ),
+        "action_dim: the spec says 3, the graph's action has 2",
+    ),
+    "spec beyond the limits": (
+        lambda path: build_tiny_policy(
+            path, spec_overrides={"height": 30000, "width": 30000, "frame_stack": 64}
+        ),
+        "height: the spec says 30000, the limit is 1024",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_cli_rejects_a_bad_model(tmp_path, case):
+    write, message = BAD_MODELS[case]
     bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"not a model")
+    write(bad)
     result = subprocess.run(
         [sys.executable, "-m", "serve", "--model", str(bad), "--port", "0", "--device", "cpu"],
         cwd=ROOT,
@@ -174,7 +164,9 @@ def test_cli_rejects_a_bad_model(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2
-    assert "not a loadable ONNX model" in result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # JSON lines only: no traceback
+    (error,) = [r for r in records if r["level"] == "error"]
+    assert error["event"] == "startup_failed" and message in error["msg"]
 
 
 def test_a_taken_port_fails_at_build(server, policy_path):

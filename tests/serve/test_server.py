@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from semore_runtime.client import PolicyClient, PolicyServerError
+from semore_runtime.policy import OnnxPolicy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
+from tests.helpers import serving
 from tests.helpers.serving import expected_actions, raw_frame
 
 Frame = policy_pb2.Frame
@@ -270,6 +273,106 @@ def test_resize_flag(start_server, local_policy, spec, random_frames):
     np.testing.assert_allclose(action.action, local_policy.act(small), rtol=1e-4, atol=1e-5)
 
 
+# -- safe actions and contained failures (the poisoned tiny policy misbehaves on a white frame) ----
+
+
+def white_frame() -> np.ndarray:
+    return np.full((*serving.TINY_HW, 3), serving.WHITE, dtype=np.uint8)
+
+
+def sample(server, name: str, **labels: str) -> float | None:
+    return server.metrics.registry.get_sample_value(name, labels)
+
+
+@pytest.mark.parametrize("poison", ["nan", "inf"])
+def test_a_non_finite_action_fails_its_observation_and_the_session_goes_on(
+    start_server, poisoned_policy, poison
+):
+    server = start_server(model=poisoned_policy(poison))
+    local = OnnxPolicy(poisoned_policy(poison), device="cpu", threads=1, spinning=False)
+    frames = serving.random_frames(4, seed=40)
+    # The failed frame is not part of any later stack: the next ones are those of frames 0..3.
+    want = expected_actions(local, frames)
+    with PolicyClient(server.address) as client, client.session() as session:
+        for i in (0, 1):
+            np.testing.assert_allclose(session.step(frames[i]), want[i], rtol=1e-4, atol=1e-5)
+        with pytest.raises(PolicyServerError) as info:
+            session.step(white_frame())
+        assert info.value.code == grpc.StatusCode.INTERNAL
+        assert "the policy produced a non-finite action" in info.value.details
+        assert "no action was sent" in info.value.details
+        for i in (2, 3):  # same session, same episode: the stack before the failure carries on
+            np.testing.assert_allclose(session.step(frames[i]), want[i], rtol=1e-4, atol=1e-5)
+        with pytest.raises(PolicyServerError, match="non-finite action") as info:
+            client.act(np.stack([frames[0], frames[1], white_frame()]))
+        assert info.value.code == grpc.StatusCode.INTERNAL
+    assert sample(server, "semore_nonfinite_actions_total", method="StreamAct") == 1
+    assert sample(server, "semore_nonfinite_actions_total", method="Act") == 1
+    assert sample(server, "semore_errors_total", method="StreamAct", code="INTERNAL") == 1
+    assert wait_until(lambda: server.active_streams == 0)
+
+
+def test_out_of_bounds_actions_are_clamped_and_counted(start_server, poisoned_policy):
+    server = start_server(model=poisoned_policy("1e6"))
+    frames = serving.random_frames(2, seed=41)
+    with PolicyClient(server.address) as client, client.session() as session:
+        healthy = session.step(frames[0])
+        assert (np.abs(healthy) < 1).all()  # inside [-1, 1]: nothing to clamp
+        np.testing.assert_array_equal(session.step(white_frame()), [1.0, 1.0])  # 1e6 -> the bound
+        assert (np.abs(session.step(frames[1])) < 1).all()
+    assert sample(server, "semore_clamped_actions_total") == 1
+    assert sample(server, "semore_errors_total", method="StreamAct", code="INTERNAL") is None
+
+
+@pytest.mark.parametrize(
+    "poison, message", [("raise", "policy call failed"), ("nan", "non-finite action")], ids=["raise", "nan"]
+)
+def test_a_poisoned_input_fails_only_its_own_stream(start_server, poisoned_policy, poison, message, caplog):
+    # A 50 ms window and 8 active streams in lockstep: each step is one batch of all 8.
+    server = start_server(model=poisoned_policy(poison), batch_wait_us=50_000, max_batch=8)
+    local = OnnxPolicy(poisoned_policy(poison), device="cpu", threads=1, spinning=False)
+    n_streams, victim, lockstep = 8, 3, 4
+    barrier = threading.Barrier(n_streams)
+    answers: dict[int, list[np.ndarray]] = {}
+    failures: dict[int, grpc.RpcError] = {}
+
+    def run(sid: int, stub: policy_pb2_grpc.PolicyServiceStub) -> None:
+        frames = serving.random_frames(lockstep + 1, seed=60 + sid)
+        if sid == victim:
+            frames[lockstep - 1] = white_frame()  # in the last lockstep batch
+        driver = StreamDriver(stub)
+        got = answers.setdefault(sid, [])
+        try:
+            for i, frame in enumerate(frames):
+                if i < lockstep:
+                    barrier.wait(10)
+                got.append(np.array(driver.step(Observation(seq=i, frame=raw_frame(frame))).action))
+        except grpc.RpcError as exc:
+            failures[sid] = exc
+        finally:
+            driver.close()
+
+    with (
+        caplog.at_level(logging.WARNING, logger="serve.batcher"),
+        grpc.insecure_channel(server.address) as ch,
+    ):
+        stub = policy_pb2_grpc.PolicyServiceStub(ch)
+        threads = [threading.Thread(target=run, args=(sid, stub)) for sid in range(n_streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert any("retrying one at a time" in r.getMessage() for r in caplog.records), "never batched"
+    assert list(failures) == [victim]
+    assert failures[victim].code() == grpc.StatusCode.INTERNAL and message in failures[victim].details()
+    assert len(answers[victim]) == lockstep - 1
+    for sid in set(range(n_streams)) - {victim}:  # every other stream got every action, right
+        want = expected_actions(local, serving.random_frames(lockstep + 1, seed=60 + sid))
+        np.testing.assert_allclose(np.array(answers[sid]), want, rtol=1e-4, atol=1e-5)
+    assert sample(server, "semore_errors_total", method="StreamAct", code="INTERNAL") == 1
+    assert wait_until(lambda: server.active_streams == 0)
+
+
 # -- limits and lifecycle ------------------------------------------------------------------------
 
 
@@ -346,6 +449,7 @@ def test_metrics_endpoint(start_server, random_frames):
     assert "semore_batch_size_count" in body and "semore_inference_seconds_bucket" in body
     assert 'semore_request_seconds_count{method="StreamAct"} 5.0' in body
     assert "semore_active_streams" in body and "semore_ready 1.0" in body
+    assert "semore_clamped_actions_total 0.0" in body and "# TYPE semore_nonfinite_actions_total" in body
 
 
 def test_reflection_lists_the_services(server):
