@@ -121,6 +121,11 @@ class EncoderConfig(Strict):
         description="detached: only the knowledge-map loss trains the knowledge head, so its map is "
         "the distilled teacher; predicted: the critic and the contrastive loss train it too",
     )
+    semantic_input: Literal["newest", "stack"] = Field(
+        "newest",
+        description="newest: the semantic path reads the newest frame (the paper); stack: all K "
+        "frames, as the pixel encoder does, so it sees velocity too",
+    )
     motion_path: Literal["light", "full"] = Field(
         "light",
         description="light: half the channels and one more stride-2 layer (SlowFast's fast pathway); "

@@ -211,7 +211,8 @@ class SemoreEncoder(nn.Module):
         self.grid = config.attention_grid
         self.field = receptive_field(config.layers)
         self.detach_gate = config.knowledge_gate == "detached"
-        self.semantic_convs = conv_stack(3, sem_ch, config.layers)
+        self.semantic_frames = frame_stack if config.semantic_input == "stack" else 1
+        self.semantic_convs = conv_stack(3 * self.semantic_frames, sem_ch, config.layers)
         self.motion_convs = conv_stack(3 * (frame_stack - 1), mot_ch, config.layers, strided=1 + light)
         self.knowledge_head = nn.Sequential(
             nn.Conv2d(sem_ch, sem_ch // 2, 1), nn.ReLU(), nn.Conv2d(sem_ch // 2, 1, 1)
@@ -232,8 +233,8 @@ class SemoreEncoder(nn.Module):
         self.semantic_channels = sem_ch
 
     def semantic_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The semantic path's map of the newest frame, [B, C, side, side]."""
-        return self.semantic_convs(x[:, -3:])
+        """The semantic path's map of its frames (the newest, or all K), [B, C, side, side]."""
+        return self.semantic_convs(x[:, -3 * self.semantic_frames :])
 
     def forward(self, x: torch.Tensor) -> Encoding:
         semantic = self.semantic_features(x)

@@ -169,3 +169,18 @@ def test_fusion_and_motion_path_switches_keep_the_feature_contract(fusion, motio
     out = encoder(preprocess(frames(2, 3, 48)))
     assert out.feature.shape == (2, 20) and out.motion.shape == (2, 10)
     assert encoder.motion_convs[0].out_channels == (4 if motion_path == "light" else 8)
+
+
+@pytest.mark.parametrize("semantic_input, frames_read", [("newest", 1), ("stack", 3)])
+def test_semantic_input_switch_sets_which_frames_the_semantic_path_reads(semantic_input, frames_read):
+    config = EncoderConfig(
+        kind="semore", channels=8, feature_dim=10, attention_grid=3, semantic_input=semantic_input
+    )
+    encoder = make_encoder(config, frame_stack=3, image_size=48)
+    x = preprocess(frames(2, 3, 48))
+    older = x.clone()
+    older[:, :3] = 0.0  # change only the oldest frame
+    changed = not torch.equal(encoder.semantic_features(x), encoder.semantic_features(older))
+    assert encoder.semantic_convs[0].in_channels == 3 * frames_read
+    assert changed == (frames_read == 3)
+    assert encoder(x).feature.shape == (2, 20)
