@@ -9,6 +9,10 @@ Two ways to ask for actions:
   an unbroken stream.
 * ``client.act(frames)`` sends all K frames in one unary call (stateless, easy to load-balance).
 
+The same client talks to a fleet (``semore-fleet``, the service on Ray Serve): ``version=`` picks
+the policy version there (sent as the ``application`` metadata Ray Serve routes by), and
+``served_version()`` says which version answers.
+
 Errors are typed: every failure from the server is a ``PolicyServerError`` carrying the gRPC
 status code, with subclasses for the cases a caller handles differently.
 """
@@ -37,6 +41,9 @@ log = logging.getLogger(__name__)
 
 Encoding = Literal["raw", "jpeg", "png"]
 _ENCODINGS = {"raw": policy_pb2.Frame.RAW_RGB8, "jpeg": policy_pb2.Frame.JPEG, "png": policy_pb2.Frame.PNG}
+# The metadata Ray Serve's gRPC proxy routes a call by: in a fleet, each policy version is one
+# Serve application of that name.
+FLEET_VERSION_KEY = "application"
 # Codes that mean "the server or the connection went away": worth retrying on a new call.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
@@ -93,6 +100,15 @@ def _read(value: bytes | str | os.PathLike | None) -> bytes | None:
     return Path(value).read_bytes()
 
 
+def _first_token(path: str | os.PathLike) -> str:
+    """The first token of a token file as the servers read one (blank lines, # comments skipped),
+    so the file a server accepts also serves its clients."""
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()
+    raise ValueError(f"token file {path} holds no token")
+
+
 class _Backoff:
     """Exponential backoff with full jitter: many robots reconnecting at once must not stampede."""
 
@@ -113,6 +129,7 @@ class PolicyClient:
     certificate; PEM bytes or a path) or ``tls=True`` for the system roots; ``client_cert`` and
     ``client_key`` add mutual TLS. ``token`` (or ``token_file``) sends ``authorization: Bearer``.
     ``encoding`` picks how frames travel: "raw" (fastest on a LAN), "jpeg" or "png" (need Pillow).
+    ``version`` names the policy version to ask a fleet for; a lone semore-serve ignores it.
     """
 
     def __init__(
@@ -134,6 +151,7 @@ class PolicyClient:
         jpeg_quality: int = 95,
         max_message_bytes: int = 64 * 1024 * 1024,
         step_timeout: float | None = None,
+        version: str | None = None,
     ) -> None:
         if encoding not in _ENCODINGS:
             raise ValueError(f"encoding must be one of {sorted(_ENCODINGS)}, got {encoding!r}")
@@ -146,8 +164,11 @@ class PolicyClient:
         self.step_timeout = step_timeout
         self._backoff = _Backoff(backoff_initial, backoff_max, retries)
         if token_file is not None:
-            token = Path(token_file).read_text().strip().splitlines()[0].strip()
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+            token = _first_token(token_file)
+        metadata = [("authorization", f"Bearer {token}")] if token else []
+        if version:
+            metadata.append((FLEET_VERSION_KEY, version))
+        self._metadata: tuple[tuple[str, str], ...] = tuple(metadata)
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -177,6 +198,7 @@ class PolicyClient:
                 log.warning("sending a bearer token to %s without TLS", target)
             self._channel = grpc.insecure_channel(target, options=options)
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
+        self._spec_response: policy_pb2.GetSpecResponse | None = None
         self._spec: PolicySpec | None = None
         self._seq = 0
         self._seq_lock = threading.Lock()
@@ -227,12 +249,20 @@ class PolicyClient:
         return policy_pb2.Frame(data=data, height=h, width=w, encoding=_ENCODINGS[self.encoding])
 
     # -- API -------------------------------------------------------------------------------
+    def _get_spec(self) -> policy_pb2.GetSpecResponse:
+        if self._spec_response is None:
+            self._spec_response = self._call_with_retry(self._stub.GetSpec, policy_pb2.GetSpecRequest())
+        return self._spec_response
+
     def spec(self) -> PolicySpec:
         """The served policy's PolicySpec (fetched once, then cached)."""
         if self._spec is None:
-            response = self._call_with_retry(self._stub.GetSpec, policy_pb2.GetSpecRequest())
-            self._spec = PolicySpec.model_validate_json(response.spec_json)
+            self._spec = PolicySpec.model_validate_json(self._get_spec().spec_json)
         return self._spec
+
+    def served_version(self) -> str:
+        """The policy version that answers (a fleet's version name; "" from a lone semore-serve)."""
+        return self._get_spec().version
 
     def act(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Stateless: K frames [K, H, W, 3], oldest first -> action [A] (float32)."""

@@ -69,6 +69,14 @@ def _fix_imports(path: Path, top_packages: set[str]) -> None:
             flags=re.M,
         )
         text = re.sub(rf"^import {re.escape(top)}\.", f"import {PACKAGE}.{top}.", text, flags=re.M)
+        # The module the message classes say they live in (their __module__): pickle imports it to
+        # find the class again, so it must be the real package path (Ray Serve's gRPC proxy pickles
+        # every request on its way to a replica).
+        text = re.sub(
+            rf"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')({re.escape(top)}\.)",
+            rf"\1{PACKAGE}.\2",
+            text,
+        )
     path.write_text(text)
 
 

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, help="write the first episode as mp4 (or gif)")
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     parser.add_argument("--token-file", help="bearer token for --server")
+    parser.add_argument("--version", help="policy version to ask a semore-fleet --server for")
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from semore_runtime.client import PolicyClient
 
-            client = PolicyClient(args.server, token_file=args.token_file)
+            client = PolicyClient(args.server, token_file=args.token_file, version=args.version)
             spec, where = client.spec(), f"through semore-serve at {args.server}"
             session = client.session()
             act, on_reset = (lambda stack: session.step(stack[-1])), session.reset

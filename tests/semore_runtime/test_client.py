@@ -160,7 +160,7 @@ def test_stream_limit_is_a_typed_error(start_server, step_timeout):
 
 def test_token_auth(start_server, tmp_path, step_timeout):
     token_file = tmp_path / "token"
-    token_file.write_text("robot-token\n")
+    token_file.write_text("# the server's token file, comments and all\n\nrobot-token\n")
     server = start_server(token_file=token_file)
     frame = random_frames(1, seed=48)[0]
     with (
@@ -177,6 +177,16 @@ def test_token_auth(start_server, tmp_path, step_timeout):
     ):
         s.step(frame)
     assert issubclass(AuthenticationError, PolicyServerError)
+
+
+def test_version_metadata_is_harmless_to_a_lone_server(server, local_policy):
+    """A client set up for a fleet version still works against semore-serve, which names no version."""
+    frames = random_frames(3, seed=50)
+    with PolicyClient(server.address, version="v2") as c:
+        assert c.served_version() == ""
+        np.testing.assert_allclose(c.act(frames), local_policy.act(frames), rtol=1e-4, atol=1e-5)
+        with c.session() as session:
+            assert session.step(frames[0]).shape == (2,)
 
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")

@@ -24,11 +24,11 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16semore/v1/policy.proto\x12\tsemore.v1\"\xa8\x01\n\x05\x46rame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12+\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x19.semore.v1.Frame.Encoding\"E\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08RAW_RGB8\x10\x01\x12\x08\n\x04JPEG\x10\x02\x12\x07\n\x03PNG\x10\x03\"\x10\n\x0eGetSpecRequest\"\xc7\x01\n\x0fGetSpecResponse\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x13\n\x0b\x66rame_stack\x18\x05 \x01(\r\x12\x12\n\naction_dim\x18\x06 \x01(\r\x12\x12\n\naction_low\x18\x07 \x03(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x08 \x03(\x02\x12\x0e\n\x06\x65nv_id\x18\t \x01(\t\x12\x0e\n\x06resize\x18\n \x01(\x08\"J\n\x0bObservation\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1f\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.semore.v1.Frame\x12\r\n\x05reset\x18\x03 \x01(\x08\"b\n\x06\x41\x63tion\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tion\x18\x02 \x03(\x02\x12\x14\n\x0cinference_us\x18\x03 \x01(\x04\x12\x11\n\tserver_us\x18\x04 \x01(\x04\x12\x12\n\nbatch_size\x18\x05 \x01(\r\";\n\nActRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12 \n\x06\x66rames\x18\x02 \x03(\x0b\x32\x10.semore.v1.Frame2\xbe\x01\n\rPolicyService\x12@\n\x07GetSpec\x12\x19.semore.v1.GetSpecRequest\x1a\x1a.semore.v1.GetSpecResponse\x12:\n\tStreamAct\x12\x16.semore.v1.Observation\x1a\x11.semore.v1.Action(\x01\x30\x01\x12/\n\x03\x41\x63t\x12\x15.semore.v1.ActRequest\x1a\x11.semore.v1.Actionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16semore/v1/policy.proto\x12\tsemore.v1\"\xa8\x01\n\x05\x46rame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12+\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x19.semore.v1.Frame.Encoding\"E\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08RAW_RGB8\x10\x01\x12\x08\n\x04JPEG\x10\x02\x12\x07\n\x03PNG\x10\x03\"\x10\n\x0eGetSpecRequest\"\xee\x01\n\x0fGetSpecResponse\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x13\n\x0b\x66rame_stack\x18\x05 \x01(\r\x12\x12\n\naction_dim\x18\x06 \x01(\r\x12\x12\n\naction_low\x18\x07 \x03(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x08 \x03(\x02\x12\x0e\n\x06\x65nv_id\x18\t \x01(\t\x12\x0e\n\x06resize\x18\n \x01(\x08\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x0c \x01(\t\"J\n\x0bObservation\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1f\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.semore.v1.Frame\x12\r\n\x05reset\x18\x03 \x01(\x08\"b\n\x06\x41\x63tion\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tion\x18\x02 \x03(\x02\x12\x14\n\x0cinference_us\x18\x03 \x01(\x04\x12\x11\n\tserver_us\x18\x04 \x01(\x04\x12\x12\n\nbatch_size\x18\x05 \x01(\r\";\n\nActRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12 \n\x06\x66rames\x18\x02 \x03(\x0b\x32\x10.semore.v1.Frame2\xbe\x01\n\rPolicyService\x12@\n\x07GetSpec\x12\x19.semore.v1.GetSpecRequest\x1a\x1a.semore.v1.GetSpecResponse\x12:\n\tStreamAct\x12\x16.semore.v1.Observation\x1a\x11.semore.v1.Action(\x01\x30\x01\x12/\n\x03\x41\x63t\x12\x15.semore.v1.ActRequest\x1a\x11.semore.v1.Actionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'semore.v1.policy_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'semore_runtime.proto_gen.semore.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FRAME']._serialized_start=38
@@ -38,13 +38,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSPECREQUEST']._serialized_start=208
   _globals['_GETSPECREQUEST']._serialized_end=224
   _globals['_GETSPECRESPONSE']._serialized_start=227
-  _globals['_GETSPECRESPONSE']._serialized_end=426
-  _globals['_OBSERVATION']._serialized_start=428
-  _globals['_OBSERVATION']._serialized_end=502
-  _globals['_ACTION']._serialized_start=504
-  _globals['_ACTION']._serialized_end=602
-  _globals['_ACTREQUEST']._serialized_start=604
-  _globals['_ACTREQUEST']._serialized_end=663
-  _globals['_POLICYSERVICE']._serialized_start=666
-  _globals['_POLICYSERVICE']._serialized_end=856
+  _globals['_GETSPECRESPONSE']._serialized_end=465
+  _globals['_OBSERVATION']._serialized_start=467
+  _globals['_OBSERVATION']._serialized_end=541
+  _globals['_ACTION']._serialized_start=543
+  _globals['_ACTION']._serialized_end=641
+  _globals['_ACTREQUEST']._serialized_start=643
+  _globals['_ACTREQUEST']._serialized_end=702
+  _globals['_POLICYSERVICE']._serialized_start=705
+  _globals['_POLICYSERVICE']._serialized_end=895
 # @@protoc_insertion_point(module_scope)

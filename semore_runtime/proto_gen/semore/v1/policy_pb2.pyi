@@ -34,7 +34,7 @@ class GetSpecRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSpecResponse(_message.Message):
-    __slots__ = ("spec_json", "height", "width", "channels", "frame_stack", "action_dim", "action_low", "action_high", "env_id", "resize")
+    __slots__ = ("spec_json", "height", "width", "channels", "frame_stack", "action_dim", "action_low", "action_high", "env_id", "resize", "version", "model_sha256")
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,8 @@ class GetSpecResponse(_message.Message):
     ACTION_HIGH_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     RESIZE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     spec_json: str
     height: int
     width: int
@@ -55,7 +57,9 @@ class GetSpecResponse(_message.Message):
     action_high: _containers.RepeatedScalarFieldContainer[float]
     env_id: str
     resize: bool
-    def __init__(self, spec_json: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., frame_stack: _Optional[int] = ..., action_dim: _Optional[int] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., env_id: _Optional[str] = ..., resize: _Optional[bool] = ...) -> None: ...
+    version: str
+    model_sha256: str
+    def __init__(self, spec_json: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., frame_stack: _Optional[int] = ..., action_dim: _Optional[int] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., env_id: _Optional[str] = ..., resize: _Optional[bool] = ..., version: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
 
 class Observation(_message.Message):
     __slots__ = ("seq", "frame", "reset")
