@@ -4,6 +4,10 @@ Measures, in one run:
   * in-process ``OnnxPolicy.act`` on one stack: the floor any server adds to;
   * single-stream StreamAct round trip through ``PolicyClient.session().step`` (what a robot
     runs): p50/p99 and frames/s;
+  * the physical floor of that round trip: a plain grpcio echo server answering the same
+    StreamAct messages (no decode, no model, a canned Action) to a client in PolicyClient's style
+    (grpc's sync API, requests fed through a queue). ``overhead_over_echo`` = (PolicyClient p50 -
+    in-process p50) / echo p50: how many bare gRPC round trips the serving stack costs;
   * aggregate frames/s and per-step p99 at several concurrent streams (1, 8, 32, 64 by default),
     driven by a lean asyncio load generator in a separate process, so that the client's own
     CPU cost (on the same cores as the server here) distorts the server's figure as little as possible.
@@ -12,7 +16,7 @@ Targets on the 2-core development CPU: single-stream p50 <= in-process p50 + 0.5
 aggregate throughput at 32 streams >= 2x single stream. Results go to
 benchmarks/results/serve_latency.json and a printed table.
 
-    python benchmarks/serve_latency.py                 # builds the tiny test policy
+    python benchmarks/serve_latency.py                 # builds the tiny test policy (writes the results file)
     python benchmarks/serve_latency.py --model policy.onnx --device cpu
 """
 
@@ -44,6 +48,7 @@ from tests.helpers.serving import build_tiny_policy  # noqa: E402
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "serve_latency.json"
 OVERHEAD_TARGET_MS = 0.5
 RATIO_TARGET = 2.0
+OVERHEAD_OVER_ECHO_TARGET = 1.3
 
 
 def percentiles(seconds: list[float] | np.ndarray) -> dict[str, float]:
@@ -131,6 +136,69 @@ def measure_single_stream(address: str, n: int, warmup: int) -> dict:
         "server_side_p50_ms": round(float(np.median(server_us)) / 1e3, 4),
         "server_inference_p50_ms": round(float(np.median(inference_us)) / 1e3, 4),
     }
+
+
+# -- the physical floor: a plain grpcio echo of the same messages ----------------------------------
+
+
+def _echo_server(action_dim: int, ready) -> None:
+    """A grpc.aio server (like semore-serve) whose StreamAct answers each Observation at once."""
+    import grpc
+
+    from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
+
+    class Echo(policy_pb2_grpc.PolicyServiceServicer):
+        async def StreamAct(self, request_iterator, context):
+            async for obs in request_iterator:
+                yield policy_pb2.Action(seq=obs.seq, action=[0.0] * action_dim, batch_size=1)
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(Echo(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        ready.put(port)
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+def measure_echo(spec, n: int, warmup: int) -> dict:
+    """Round trips of StreamAct messages of the policy's size to the echo server, client in
+    PolicyClient's style: grpc's sync API, a request queue, one ``next`` per step."""
+    import queue
+
+    import grpc
+
+    from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
+
+    ctx = mp.get_context("spawn")
+    ready = ctx.Queue()
+    proc = ctx.Process(target=_echo_server, args=(spec.action_dim, ready), daemon=True)
+    proc.start()
+    try:
+        port = ready.get(timeout=60)
+        h, w, _ = spec.frame_shape
+        wires = [
+            policy_pb2.Frame(data=f.tobytes(), height=h, width=w, encoding=policy_pb2.Frame.RAW_RGB8)
+            for f in test_frames(spec)
+        ]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            requests: queue.SimpleQueue = queue.SimpleQueue()
+            call = policy_pb2_grpc.PolicyServiceStub(channel).StreamAct(iter(requests.get, None))
+            times = []
+            for i in range(warmup + n):
+                obs = policy_pb2.Observation(seq=i, frame=wires[i % len(wires)])
+                t0 = time.perf_counter()
+                requests.put(obs)
+                next(call)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+            requests.put(None)
+    finally:
+        proc.terminate()
+        proc.join(10)
+    return {**percentiles(times), "n": n}
 
 
 # -- concurrent streams: an asyncio load generator in worker processes -----------------------------
@@ -241,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or build_tiny_policy(Path(tmp) / "tiny_policy.onnx")
         floor = measure_in_process(model, args.device, args.frames, args.warmup)
         spec = floor.pop("spec")
+        echo = measure_echo(spec, args.frames, args.warmup)
         proc, address = start_server(model, args.device, args.server_arg)
         try:
             single = measure_single_stream(address, args.frames, args.warmup)
@@ -254,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
 
     by_streams = {c["streams"]: c for c in concurrent}
     overhead = single["p50_ms"] - floor["p50_ms"]
+    overhead_over_echo = overhead / echo["p50_ms"]
     ratio_32 = by_streams[32]["frames_per_s"] / single["frames_per_s"] if 32 in by_streams else None
     ratio_32_vs_1 = (
         by_streams[32]["frames_per_s"] / by_streams[1]["frames_per_s"]
@@ -279,13 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         },
         "server_args": args.server_arg,
         "in_process": floor,
+        "echo": echo,
         "single_stream": single,
         "concurrent": concurrent,
         "single_stream_overhead_ms": round(overhead, 4),
+        "overhead_over_echo": round(overhead_over_echo, 3),
         "throughput_ratio_32_streams": round(ratio_32, 2) if ratio_32 else None,
         "throughput_ratio_32_vs_1_streams_same_client": round(ratio_32_vs_1, 2) if ratio_32_vs_1 else None,
         "targets": {
             "single_stream_overhead_ms_max": OVERHEAD_TARGET_MS,
+            "overhead_over_echo_max": OVERHEAD_OVER_ECHO_TARGET,
+            "overhead_over_echo_met": overhead_over_echo <= OVERHEAD_OVER_ECHO_TARGET,
             "throughput_ratio_32_streams_min": RATIO_TARGET,
             "overhead_met": overhead <= OVERHEAD_TARGET_MS,
             "ratio_met": bool(ratio_32 and ratio_32 >= RATIO_TARGET),
@@ -302,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * 70)
     print(f"{'in-process OnnxPolicy.act':<34}{floor['p50_ms']:>9.3f}{floor['p99_ms']:>9.3f}{'':>11}{'':>7}")
     print(
+        f"{'grpcio echo (no decode, no model)':<34}{echo['p50_ms']:>9.3f}{echo['p99_ms']:>9.3f}{'':>11}{'':>7}"
+    )
+    print(
         f"{'1 stream, PolicyClient session':<34}{single['p50_ms']:>9.3f}{single['p99_ms']:>9.3f}"
         f"{single['frames_per_s']:>11.0f}{'':>7}"
     )
@@ -313,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * 70)
     verdict = "met" if result["targets"]["overhead_met"] else "MISSED"
     print(f"single-stream overhead (p50 - in-process p50): {overhead:.3f} ms (target <= 0.5: {verdict})")
+    verdict = "met" if result["targets"]["overhead_over_echo_met"] else "MISSED"
+    print(
+        f"overhead over the echo floor ((p50 - in-process p50) / echo p50): {overhead_over_echo:.2f} "
+        f"(target <= {OVERHEAD_OVER_ECHO_TARGET}: {verdict})"
+    )
     if ratio_32:
         verdict = "met" if result["targets"]["ratio_met"] else "MISSED"
         print(f"throughput 32 streams / single stream: {ratio_32:.2f}x (target >= 2: {verdict})")

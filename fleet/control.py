@@ -22,8 +22,8 @@ from ray import serve
 from ray.serve.config import gRPCOptions
 
 from fleet.config import UpConfig
-from fleet.replica import SERVICER_FUNCTION, PolicyReplica, file_sha256
-from semore_runtime.policy import OnnxPolicy
+from fleet.replica import SERVICER_FUNCTION, PolicyReplica
+from semore_runtime.policy import OnnxPolicy, file_sha256
 
 DEPLOYMENT = PolicyReplica.name
 # Serve's HTTP proxy is of no use to the fleet but cannot be turned off alone: a free loopback

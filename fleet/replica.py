@@ -8,20 +8,21 @@ model calls. A StreamAct stream stays on the replica that took it, which keeps i
 until a rolling upgrade replaces that replica (see ``PolicyReplica._watch_version``).
 
 Frames are decoded and checked by semore-serve's ``FrameDecoder``, tokens by semore-serve's
-checks (``fleet.auth``), so a frame or token refused by one server is refused by the other with
-the same message. Errors are typed inside and become gRPC statuses at one place,
+``TokenFile`` (same file format, re-read when it changes), so a frame or token refused by one
+server is refused by the other with the same message. Ray Serve's gRPC proxy takes no
+interceptors, so the token check cannot sit in front of the handlers as semore-serve's
+``TokenAuthInterceptor`` does: every RPC calls ``TokenFile.check_token`` with the call's
+metadata (which the proxy forwards) before it does anything else. Errors are typed inside and become gRPC statuses at one place,
 ``_grpc_status``: Serve's proxy sends the status a method set on its context before raising.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -29,14 +30,14 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
-from fleet.auth import AuthenticationError, TokenCheck
 from fleet.config import ReplicaConfig
 from semore_runtime.client import FLEET_VERSION_KEY
 from semore_runtime.frame_stack import FrameStack
-from semore_runtime.policy import NonFiniteActionError, OnnxPolicy, PolicyLoadError
+from semore_runtime.policy import NonFiniteActionError, OnnxPolicy, PolicyLoadError, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
 from serve.decode import RAW_RGB8, FrameDecoder, FrameError
+from serve.security import AuthenticationError, TokenFile
 
 SERVICER_FUNCTION = (
     f"{policy_pb2_grpc.__name__}.{policy_pb2_grpc.add_PolicyServiceServicer_to_server.__name__}"
@@ -69,11 +70,6 @@ _STATUS = {
 _SPEC_FIELDS = sorted(
     {f.name for f in policy_pb2.GetSpecResponse.DESCRIPTOR.fields} & set(PolicySpec.model_fields)
 )
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextmanager
@@ -112,7 +108,7 @@ class PolicyReplica:
         self.config = config
         self.policy = OnnxPolicy(config.model, device=config.device, threads=config.threads, spinning=False)
         self.spec = self.policy.spec
-        self.auth = TokenCheck(config.token_file) if config.token_file else None
+        self.auth = TokenFile(config.token_file) if config.token_file else None
         self.decoder = FrameDecoder(self.spec.height, self.spec.width, resize=config.resize)
         self._spec_response = policy_pb2.GetSpecResponse(
             spec_json=self.policy.spec_json,
@@ -137,7 +133,7 @@ class PolicyReplica:
         """Lets a call in: an accepted token first (if auth is on), then this replica's version."""
         metadata = context.invocation_metadata() if context is not None else ()
         if self.auth is not None:
-            self.auth.check(metadata)
+            self.auth.check_token(metadata)
         asked = dict(metadata).get(FLEET_VERSION_KEY, self.config.version)
         if asked != self.config.version:
             raise UnknownVersionError(

@@ -13,6 +13,16 @@ The same client talks to a fleet (``semore-fleet``, the service on Ray Serve): `
 the policy version there (sent as the ``application`` metadata Ray Serve routes by), and
 ``served_version()`` says which version answers.
 
+Safe in a control loop: every ``session.step`` answers or raises within ``step_timeout`` (1 s by
+default), reconnects included. A stream limit reached (RESOURCE_EXHAUSTED: the robot's own dead
+stream may still hold its slot) and a dropped connection (UNAVAILABLE) are retried with backoff
+inside that time. After a reconnect the session checks that the server still serves the policy
+it started with (GetSpec's ``model_sha256`` and spec JSON) and raises ``PolicyChangedError`` if
+not: replaying frames into another policy would give actions of a policy nobody chose. A client
+that names a fleet ``version`` chose the version, not a file: it follows that version through
+rolling upgrades, and only a new policy with another contract (frame size, K, action size or
+bounds, env) raises.
+
 Errors are typed: every failure from the server is a ``PolicyServerError`` carrying the gRPC
 status code, with subclasses for the cases a caller handles differently.
 """
@@ -36,6 +46,7 @@ import numpy as np
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
+from semore_runtime.tokens import read_tokens
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +55,26 @@ _ENCODINGS = {"raw": policy_pb2.Frame.RAW_RGB8, "jpeg": policy_pb2.Frame.JPEG, "
 # The metadata Ray Serve's gRPC proxy routes a call by: in a fleet, each policy version is one
 # Serve application of that name.
 FLEET_VERSION_KEY = "application"
-# Codes that mean "the server or the connection went away": worth retrying on a new call.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# Codes worth retrying on a new call: the server or the connection went away, or the server is
+# at its stream limit (a reconnecting robot's dead stream may hold a slot until it times out).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Why a step must answer within 1 s by default: a control loop runs at 10-50 Hz, so a step still
+# unanswered after 1 s has missed 10-50 control periods and the robot must fall back to its safe
+# action; yet 1 s is ~500 times a LAN step (~2 ms), room for a reconnect, a K-frame replay and a
+# garbage-collection pause on either side.
+DEFAULT_STEP_TIMEOUT_S = 1.0
+# The GetSpec fields a session's frames and actions depend on: a policy that keeps them all can
+# take over a session's stream (a fleet version's rolling upgrade); one that changes any cannot.
+CONTRACT_FIELDS = (
+    "height",
+    "width",
+    "channels",
+    "frame_stack",
+    "action_dim",
+    "action_low",
+    "action_high",
+    "env_id",
+)
 
 
 class PolicyServerError(RuntimeError):
@@ -73,6 +102,10 @@ class PolicyUnavailableError(PolicyServerError):
     """UNAVAILABLE (or a deadline) even after the retries: the server cannot be reached."""
 
 
+class PolicyChangedError(PolicyServerError):
+    """After a reconnect the server serves another policy (model file or spec) than the session's."""
+
+
 _ERROR_TYPES = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
     grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
@@ -88,25 +121,26 @@ def server_error(code: grpc.StatusCode, details: str) -> PolicyServerError:
     return _ERROR_TYPES.get(code, PolicyServerError)(code, details)
 
 
+def _retryable(error: PolicyServerError) -> bool:
+    # grpc reports a message over the size limit as RESOURCE_EXHAUSTED too: sending it again fails again.
+    return error.code in RETRYABLE and "larger than max" not in error.details
+
+
 def _from_rpc_error(exc: grpc.RpcError) -> PolicyServerError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
     return server_error(code or grpc.StatusCode.UNKNOWN, details or "")
 
 
+def _action_array(response: policy_pb2.Action) -> np.ndarray:
+    # fromiter with a count: a quarter of np.asarray's time on a protobuf repeated field.
+    return np.fromiter(response.action, np.float32, len(response.action))
+
+
 def _read(value: bytes | str | os.PathLike | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
     return Path(value).read_bytes()
-
-
-def _first_token(path: str | os.PathLike) -> str:
-    """The first token of a token file as the servers read one (blank lines, # comments skipped),
-    so the file a server accepts also serves its clients."""
-    for line in Path(path).read_text().splitlines():
-        if line.strip() and not line.strip().startswith("#"):
-            return line.strip()
-    raise ValueError(f"token file {path} holds no token")
 
 
 class _Backoff:
@@ -130,6 +164,8 @@ class PolicyClient:
     ``client_key`` add mutual TLS. ``token`` (or ``token_file``) sends ``authorization: Bearer``.
     ``encoding`` picks how frames travel: "raw" (fastest on a LAN), "jpeg" or "png" (need Pillow).
     ``version`` names the policy version to ask a fleet for; a lone semore-serve ignores it.
+    ``timeout`` bounds each unary call (``act``, ``spec``); ``step_timeout`` bounds each
+    ``session.step``, retries and reconnects included (None: wait for ever, never in a control loop).
     """
 
     def __init__(
@@ -150,11 +186,13 @@ class PolicyClient:
         encoding: Encoding = "raw",
         jpeg_quality: int = 95,
         max_message_bytes: int = 64 * 1024 * 1024,
-        step_timeout: float | None = None,
+        step_timeout: float | None = DEFAULT_STEP_TIMEOUT_S,
         version: str | None = None,
     ) -> None:
         if encoding not in _ENCODINGS:
             raise ValueError(f"encoding must be one of {sorted(_ENCODINGS)}, got {encoding!r}")
+        if step_timeout is not None and step_timeout <= 0:
+            raise ValueError(f"step_timeout must be > 0 seconds (or None), got {step_timeout}")
         if (client_cert is None) != (client_key is None):
             raise ValueError("client_cert and client_key go together (mutual TLS)")
         self.target = target
@@ -164,11 +202,12 @@ class PolicyClient:
         self.step_timeout = step_timeout
         self._backoff = _Backoff(backoff_initial, backoff_max, retries)
         if token_file is not None:
-            token = _first_token(token_file)
+            token = read_tokens(token_file)[0]
         metadata = [("authorization", f"Bearer {token}")] if token else []
         if version:
             metadata.append((FLEET_VERSION_KEY, version))
         self._metadata: tuple[tuple[str, str], ...] = tuple(metadata)
+        self._same_policy_fields = CONTRACT_FIELDS if version else ("model_sha256", "spec_json")
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -210,19 +249,17 @@ class PolicyClient:
             return self._seq
 
     def _call_with_retry(self, method, request):
-        """A unary call, retried with backoff while the server is UNAVAILABLE."""
+        """A unary call, retried with backoff while the server is unavailable or at its limits."""
         delays = self._backoff.delays()
         while True:
             try:
                 return method(request, timeout=self.timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 error = _from_rpc_error(exc)
-                if error.code not in RETRYABLE:
-                    raise error from None
-                delay = next(delays, None)
+                delay = next(delays, None) if _retryable(error) else None
                 if delay is None:
                     raise error from None
-                log.info("policy server unavailable (%s), retrying in %.2f s", error.details, delay)
+                log.info("policy server refused (%s), retrying in %.2f s", error.details, delay)
                 time.sleep(delay)
 
     def encode_frame(self, frame: np.ndarray) -> policy_pb2.Frame:
@@ -254,6 +291,27 @@ class PolicyClient:
             self._spec_response = self._call_with_retry(self._stub.GetSpec, policy_pb2.GetSpecRequest())
         return self._spec_response
 
+    def _check_same_policy(self, timeout: float | None) -> None:
+        """Raises PolicyChangedError unless the server still serves the policy fetched first.
+
+        Without a fleet version that is the same file and spec; with one, the same contract.
+        """
+        first = self._get_spec()
+        try:  # one try: the session's step loop retries within its deadline
+            now = self._stub.GetSpec(
+                policy_pb2.GetSpecRequest(), timeout=timeout or self.timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise _from_rpc_error(exc) from None
+        changed = [f for f in self._same_policy_fields if getattr(now, f) != getattr(first, f)]
+        if changed:
+            raise PolicyChangedError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{self.target} now serves another policy ({', '.join(changed)} changed; model sha256 "
+                f"{now.model_sha256[:12] or '?'}, this session started with "
+                f"{first.model_sha256[:12] or '?'}): open a new client",
+            )
+
     def spec(self) -> PolicySpec:
         """The served policy's PolicySpec (fetched once, then cached)."""
         if self._spec is None:
@@ -270,7 +328,7 @@ class PolicyClient:
         response = self._call_with_retry(
             self._stub.Act, policy_pb2.ActRequest(seq=self._next_seq(), frames=stack)
         )
-        return np.asarray(response.action, dtype=np.float32)
+        return _action_array(response)
 
     def session(self) -> PolicySession:
         """Opens a streaming session (the server keeps the frame stack); close it when done."""
@@ -303,18 +361,25 @@ class _Stream:
 
     (A grpc.aio variant driven from the caller's thread was measured too: no faster on the
     2-core target, and it ties a session to one thread, so the plain sync API it is.)
+
+    The response iterator has no per-message timeout, so a watchdog thread enforces the step
+    deadline: it wakes a few times per timeout and cancels the call once a roundtrip outlives its
+    deadline. The stepping thread reads responses directly: the deadline costs it two uncontended
+    lock acquisitions per step, not a thread hop.
     """
 
     def __init__(self, client: PolicyClient) -> None:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self.call = client._stub.StreamAct(self._iter_requests(), metadata=client._metadata)
-        self._timeout = client.step_timeout
-        self._responses: queue.SimpleQueue | None = None
-        if self._timeout is not None:
-            # The response iterator has no per-message timeout: read it on a side thread and
-            # wait on a queue instead (one more thread hop, so only when a timeout is asked for).
-            self._responses = queue.SimpleQueue()
-            threading.Thread(target=self._read_responses, name="semore-stream-reader", daemon=True).start()
+        self._lock = threading.Lock()
+        self._deadline: float | None = None  # of the roundtrip in progress
+        self._expired = False
+        self._closed = threading.Event()
+        if client.step_timeout is not None:
+            period = min(0.05, client.step_timeout / 4)
+            threading.Thread(
+                target=self._watch, args=(period,), name="semore-stream-watchdog", daemon=True
+            ).start()
 
     def _iter_requests(self):
         get = self._requests.get
@@ -324,30 +389,33 @@ class _Stream:
                 return
             yield item
 
-    def _read_responses(self) -> None:
-        try:
-            for response in self.call:
-                self._responses.put(response)
-            self._responses.put(StopIteration())
-        except BaseException as exc:  # grpc.RpcError: handed to the stepping thread
-            self._responses.put(exc)
+    def _watch(self, period: float) -> None:
+        while not self._closed.wait(period):
+            with self._lock:
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    self._expired = True
+                    self.call.cancel()
 
-    def roundtrip(self, observation: policy_pb2.Observation) -> policy_pb2.Action:
-        self._requests.put(observation)
-        if self._responses is None:
-            return next(self.call)
+    def roundtrip(self, observation: policy_pb2.Observation, deadline: float | None) -> policy_pb2.Action:
+        """Sends one observation and waits for its action; past ``deadline`` (monotonic) it raises."""
+        with self._lock:
+            self._deadline = deadline
         try:
-            item = self._responses.get(timeout=self._timeout)
-        except queue.Empty:
-            self.close()
-            raise server_error(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"no action within {self._timeout} s"
-            ) from None
-        if isinstance(item, BaseException):
-            raise item
-        return item
+            self._requests.put(observation)
+            response = next(self.call)
+        except grpc.RpcError:
+            if not self._expired:
+                raise
+            response = None
+        with self._lock:
+            self._deadline = None
+            expired = self._expired
+        if expired:
+            raise server_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no action within the step timeout")
+        return response
 
     def close(self) -> None:
+        self._closed.set()
         self._requests.put(_CLOSE)
         self.call.cancel()
 
@@ -369,6 +437,7 @@ class PolicySession:
         self._k: int | None = None
         self.last: policy_pb2.Action | None = None
         self.reconnects = 0
+        self._opened_once = False
         self._closed = False
 
     def reset(self) -> None:
@@ -376,11 +445,17 @@ class PolicySession:
         self._reset_next = True
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        """Sends one uint8 [H, W, 3] frame, returns the action [A] (float32) for the updated stack."""
+        """Sends one uint8 [H, W, 3] frame, returns the action [A] (float32) for the updated stack.
+
+        Answers or raises within the client's ``step_timeout``: a broken stream or a full server
+        is retried with backoff while time is left, then the last error is raised.
+        """
         if self._closed:
             raise RuntimeError("the session is closed")
         if self._k is None:
             self._k = self._client.spec().frame_stack
+        timeout = self._client.step_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         wire = self._client.encode_frame(frame)
         reset = self._reset_next
         history = self._history
@@ -390,19 +465,19 @@ class PolicySession:
         while True:
             try:
                 if self._stream is None:
-                    self._stream = self._open_stream()
+                    self._stream = self._reopen(deadline)
                     if not reset:
-                        self._replay(history)
-                action = self._send(wire, reset)
+                        self._replay(history, deadline)
+                action = self._send(wire, reset, deadline)
                 break
             except PolicyServerError as error:
                 self._drop_stream()
-                if error.code not in RETRYABLE:
+                delay = next(delays, None) if _retryable(error) else None
+                if delay is not None and deadline is not None:
+                    delay = min(delay, deadline - time.monotonic())
+                if delay is None or delay <= 0:
                     raise
-                delay = next(delays, None)
-                if delay is None:
-                    raise
-                log.info("policy stream broke (%s), reconnecting in %.2f s", error.details, delay)
+                log.info("policy stream refused (%s), reconnecting in %.2f s", error.details, delay)
                 time.sleep(delay)
                 self.reconnects += 1
         self._reset_next = False
@@ -411,15 +486,31 @@ class PolicySession:
             history.popleft()
         return action
 
+    def _reopen(self, deadline: float | None) -> _Stream:
+        """A new stream; from the second on, only once the server is known to serve the same policy."""
+        if self._opened_once:
+            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+            self._client._check_same_policy(remaining)
+        self._opened_once = True
+        return self._open_stream()
+
     def _open_stream(self) -> _Stream:
         return _Stream(self._client)
 
-    def _send(self, wire: policy_pb2.Frame, reset: bool) -> np.ndarray:
+    def _send(self, wire: policy_pb2.Frame, reset: bool, deadline: float | None) -> np.ndarray:
         seq = self._client._next_seq()
         try:
-            response = self._stream.roundtrip(policy_pb2.Observation(seq=seq, frame=wire, reset=reset))
+            response = self._stream.roundtrip(
+                policy_pb2.Observation(seq=seq, frame=wire, reset=reset), deadline
+            )
         except grpc.RpcError as exc:
-            raise _from_rpc_error(exc) from None
+            error = _from_rpc_error(exc)
+            if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # The call carries no grpc deadline (the step timeout is the watchdog's), so this
+                # is the server closing a stream that sat idle (--idle-timeout) while the robot
+                # paused: a new stream, with the replay, carries on.
+                raise server_error(grpc.StatusCode.UNAVAILABLE, error.details) from None
+            raise error from None
         except StopIteration:
             raise server_error(grpc.StatusCode.UNAVAILABLE, "the server ended the stream") from None
         if response.seq != seq:
@@ -427,13 +518,13 @@ class PolicySession:
                 grpc.StatusCode.INTERNAL, f"response for seq {response.seq} arrived while waiting for {seq}"
             )
         self.last = response
-        return np.asarray(response.action, dtype=np.float32)
+        return _action_array(response)
 
-    def _replay(self, history: deque[policy_pb2.Frame]) -> None:
+    def _replay(self, history: deque[policy_pb2.Frame], deadline: float | None) -> None:
         # The first replayed frame fills the stack, the rest shift in: the server's stack is then
         # exactly what the broken stream had before this step.
         for i, wire in enumerate(history):
-            self._send(wire, reset=i == 0)
+            self._send(wire, i == 0, deadline)
 
     def _drop_stream(self) -> None:
         if self._stream is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import threading
@@ -41,6 +42,13 @@ class NonFiniteActionError(RuntimeError):
 
 class DeviceUnavailableError(RuntimeError):
     """The requested execution device cannot run here; the message names the cause."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a policy file: names the exact policy a server answers with, so a client
+    can tell that a restarted server (or another replica) serves another file."""
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _cuda_driver_present() -> bool:

@@ -7,7 +7,10 @@ producers are *active*, i.e. sent a request or got an answer within the last
 ``active_window_s``. A stream that is open but idle (a robot between episodes, a 30 Hz camera
 between frames) does not make every other stream wait. A lone active producer skips the batcher
 thread altogether (``try_inline``): there is nothing to batch with, and the hand-off to the
-batcher thread and back costs two thread wake-ups.
+batcher thread and back costs two thread wake-ups. The inline call runs on the event loop,
+where every other call (a health probe, GetSpec, a stream's next message) waits for it; so only
+a model whose batch-1 call takes at most ``INLINE_MAX_S`` runs inline, and a slower one always
+goes through the batcher thread, leaving the loop free.
 
 A failure stays with its request: when a batched call raises, its requests are run again one at
 a time, so only the request whose input makes the model fail gets the error.
@@ -28,6 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+# The longest batch-1 model call (moving average) that may run on the event loop: other calls on
+# the loop wait at most about this long behind it. A thread hop costs ~0.1-0.3 ms, so below this
+# inline pays; above it the hop is cheap next to the call and keeps health probes prompt.
+INLINE_MAX_S = 0.002
 
 
 class BatcherClosedError(RuntimeError):
@@ -111,6 +119,7 @@ class MicroBatcher:
             active_window_s if active_window_s is not None else max(0.005, 2 * batch_wait_s)
         )
         self.inline_when_alone = inline_when_alone
+        self.single_call_s = 0.0  # moving average of batch-1 model calls, inline or not
         self._on_batch = on_batch
         self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition(threading.Lock())
@@ -170,7 +179,7 @@ class MicroBatcher:
         With no other active producer and nothing queued there is nothing to batch with; the
         caller falls back to ``submit_async`` whenever this returns None.
         """
-        if not self.inline_when_alone:
+        if not self.inline_when_alone or self.single_call_s > INLINE_MAX_S:
             return None
         with self._cond:
             now = time.perf_counter()
@@ -184,6 +193,7 @@ class MicroBatcher:
             actions, elapsed = self._call(stack[None])
         finally:
             self._model_lock.release()
+        self._note_single_call(elapsed)
         self._mark_answered([producer])
         self._report(1, elapsed)
         return BatchResult(actions[0], elapsed, 1)
@@ -264,6 +274,10 @@ class MicroBatcher:
             raise RuntimeError(f"policy returned {actions.shape[0]} actions for a batch of {len(stacks)}")
         return actions, elapsed
 
+    def _note_single_call(self, seconds: float) -> None:
+        # From the loop (inline) and the batcher thread: a float store either way, no lock needed.
+        self.single_call_s = 0.8 * self.single_call_s + 0.2 * seconds
+
     def _report(self, batch_size: int, seconds: float) -> None:
         if self._on_batch is not None:
             try:
@@ -288,6 +302,8 @@ class MicroBatcher:
             log.warning("policy call failed for a batch of %d (%s): retrying one at a time", n, exc)
             return [outcome for item in batch for outcome in self._outcomes([item], calls)]
         calls.append((n, elapsed))
+        if n == 1:
+            self._note_single_call(elapsed)
         return [(BatchResult(actions[i], elapsed, n), None) for i in range(n)]
 
     def _loop(self) -> None:

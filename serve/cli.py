@@ -64,10 +64,12 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, json_lines=not args.plain_logs)
-    signals: list[int] = []
+    signals: list[int] = []  # SIGTERM / SIGINT: stop
+    hangups: list[int] = []  # SIGHUP: re-read the token file
 
     def on_signal(signum, _frame) -> None:
-        signals.append(signum)  # only record: the main loop below does the work
+        # Only record: the main loop below does the work.
+        (hangups if signum == signal.SIGHUP else signals).append(signum)
 
     # A signal may land on any thread (grpc's, ONNX Runtime's); the wakeup fd wakes the main
     # thread's select() at once instead of at its next timeout.
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     wake_r.setblocking(False)
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
     def wait_for_signal(count: int, timeout: float) -> bool:
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     # Tests and scripts wait for this line on stdout instead of polling the port.
     print(f"SERVING {server.address}", flush=True)
     while not wait_for_signal(1, 1.0):
-        pass
+        if hangups:
+            hangups.clear()
+            server.reload_tokens()
     log.info("signal %s: shutting down", signals[0], extra={"event": "signal", "signal": signals[0]})
     drain = threading.Thread(target=server.stop, name="semore-drain", daemon=True)
     drain.start()

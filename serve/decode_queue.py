@@ -10,8 +10,8 @@ other client. Measured (tests/serve/test_input_limits.py): while one client kept
 4K PNGs in flight, another's small-PNG Act p50 went from ~3 ms to 4.6-9 ms, against 2.5 s with
 the plain pool.
 
-What waits is bounded too: every waiting frame belongs to an open call, and the server caps
-those (``maximum_concurrent_rpcs``). A client that cancels a call does not get its turn back
+What waits is bounded too: every waiting frame belongs to an open PolicyService call, and the
+server caps those (``--max-streams`` streams, ``serve.server.MAX_UNARY_CALLS`` Act calls). A client that cancels a call does not get its turn back
 until the worker running its frame is done, so cancelling cannot put a second job in the pool.
 """
 

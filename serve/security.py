@@ -15,18 +15,71 @@ from pathlib import Path
 
 import grpc
 
+from semore_runtime.tokens import read_tokens
+
 log = logging.getLogger(__name__)
 
 AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
-def load_tokens(path: str | Path) -> list[bytes]:
-    """Reads accepted tokens, one per line (several allow rotation); blank lines and # comments skipped."""
-    lines = Path(path).read_text().splitlines()
-    tokens = [line.strip().encode() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not tokens:
-        raise ValueError(f"token file {path} holds no token")
-    return tokens
+class AuthenticationError(PermissionError):
+    """The call carries no accepted bearer token; the message says which way it failed."""
+
+
+class TokenFile:
+    """The accepted tokens of a token file (``semore_runtime.tokens`` format), kept current.
+
+    Rotating a token must not need a restart that drops every robot's stream: the file is re-read
+    when it changes (one ``stat`` per call, cheap next to a TLS handshake or a model call) and on
+    ``reload()`` (semore-serve calls it on SIGHUP). A file that is broken mid-edit (gone, empty)
+    keeps the tokens it last had, with a warning. Open streams are never re-checked: a token is
+    checked once, when a call starts.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._stamp = self._stat()
+        self._tokens = [token.encode() for token in read_tokens(self.path)]
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def reload(self) -> None:
+        """Re-reads the file; a file that cannot be read or holds no token keeps the current tokens."""
+        self._stamp = self._stat()
+        try:
+            self._tokens = [token.encode() for token in read_tokens(self.path)]
+        except (OSError, ValueError) as exc:
+            log.warning("keeping the current tokens: %s", exc, extra={"event": "tokens_not_reloaded"})
+            return
+        log.info(
+            "token file %s reloaded",
+            self.path,
+            extra={"event": "tokens_reloaded", "tokens": len(self._tokens)},
+        )
+
+    def _accepts(self, token: bytes | None) -> bool:
+        if self._stat() != self._stamp:
+            self.reload()
+        if not token:
+            return False
+        # compare_digest against every token (no early exit): timing does not reveal which matched.
+        ok = False
+        for accepted in self._tokens:
+            ok |= hmac.compare_digest(token, accepted)
+        return ok
+
+    def check_token(self, metadata) -> None:
+        """Raises AuthenticationError unless the metadata carries ``authorization: Bearer <accepted token>``."""
+        present, token = _token_from(metadata)
+        if not self._accepts(token):
+            raise AuthenticationError(
+                "invalid bearer token" if present else "missing 'authorization: Bearer <token>' metadata"
+            )
 
 
 def server_credentials(
@@ -70,33 +123,28 @@ def _token_from(metadata) -> tuple[bool, bytes | None]:
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Lets a call through only with ``authorization: Bearer <token>`` for an accepted token.
 
-    Runs once per call (not per stream message), so it costs nothing on the streaming hot path.
+    Runs once per call, before grpc hands the call to its handler: a refused call never reads a
+    request message, takes a stream slot or reaches the decoder, so a flood of calls without a
+    token costs a header check each and locks no robot out.
     """
 
-    def __init__(self, tokens: list[bytes], on_denied: Callable[[str], None] | None = None) -> None:
-        self._tokens = list(tokens)
+    def __init__(self, tokens: TokenFile, on_denied: Callable[[str], None] | None = None) -> None:
+        self._tokens = tokens
         self._on_denied = on_denied
-
-    def _accepted(self, token: bytes | None) -> bool:
-        if not token:
-            return False
-        # compare_digest against every token (no early exit): timing does not reveal which matched.
-        ok = False
-        for accepted in self._tokens:
-            ok |= hmac.compare_digest(token, accepted)
-        return ok
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         if method.startswith(AUTH_EXEMPT_PREFIXES):
             return await continuation(handler_call_details)
-        present, token = _token_from(handler_call_details.invocation_metadata)
-        if self._accepted(token):
+        try:
+            self._tokens.check_token(handler_call_details.invocation_metadata)
+        except AuthenticationError as exc:
+            message = str(exc)
+        else:
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: let grpc answer UNIMPLEMENTED
             return None
-        message = "invalid bearer token" if present else "missing 'authorization: Bearer <token>' metadata"
         log.warning(
             "rejected call to %s: %s", method, message, extra={"event": "auth_denied", "method": method}
         )

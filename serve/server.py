@@ -10,7 +10,7 @@ background thread; the MicroBatcher thread runs the policy and wakes the loop on
 from __future__ import annotations
 
 import asyncio
-import itertools
+import ipaddress
 import logging
 import threading
 import time
@@ -25,20 +25,26 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Histogram
 
 from semore_runtime.frame_stack import FrameStack
-from semore_runtime.policy import Device, NonFiniteActionError, OnnxPolicy
+from semore_runtime.policy import Device, NonFiniteActionError, OnnxPolicy, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from serve.batcher import BatcherClosedError, BatchResult, MicroBatcher
 from serve.decode import MAX_DECODE_PIXELS, RAW_RGB8, FrameDecoder, FrameError
 from serve.decode_queue import DecodeQueue
+from serve.limits import IdleTimer, SideCallLimit, StreamLimitError, StreamSlots
 from serve.metrics import ServerMetrics
-from serve.security import TokenAuthInterceptor, load_tokens, server_credentials
+from serve.security import TokenAuthInterceptor, TokenFile, server_credentials
+from serve.wire import Undecodable, add_policy_service
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name  # "semore.v1.PolicyService"
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-# Calls beyond --max-streams that may be open at once: unary Act/GetSpec, health, reflection.
-EXTRA_CALLS = 64
+# Act calls that may be in flight at once (beyond, RESOURCE_EXHAUSTED). PolicyService calls count
+# against this and --max-streams only: health and reflection never take a policy slot, so an
+# orchestrator's probes (or a flood of them) cannot lock robots out, nor robots the probes.
+MAX_UNARY_CALLS = 64
+# Open health and reflection calls (a probe's Watch streams included): their own cap, see SideCallLimit.
+MAX_SIDE_CALLS = 64
 MIN_MESSAGE_BYTES = 4 * 1024 * 1024
 STREAM_HEADER = "semore-stream-id"  # initial metadata of an accepted StreamAct
 # Why a stream ended (its "stream closed" log line), by the status its observation was refused with.
@@ -72,6 +78,21 @@ class ServeConfig:
     )
     max_streams: int = field(
         default=256, metadata={"help": "concurrent StreamAct limit (RESOURCE_EXHAUSTED beyond)"}
+    )
+    max_streams_per_client: int | None = field(
+        default=None,
+        metadata={
+            "help": "concurrent StreamAct limit per client IP address, so one client cannot take every "
+            "slot (default: half of --max-streams, at least 1)"
+        },
+    )
+    idle_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "flag": "--idle-timeout",
+            "help": "close a stream (DEADLINE_EXCEEDED) that sends nothing for this many seconds, "
+            "so a vanished robot does not hold its slot",
+        },
     )
     resize: bool = field(
         default=False, metadata={"help": "resize frames of another size instead of rejecting them"}
@@ -126,6 +147,12 @@ class ServeConfig:
             raise ValueError(f"--batch-wait-us must be >= 0, got {self.batch_wait_us}")
         if self.max_streams < 1:
             raise ValueError(f"--max-streams must be >= 1, got {self.max_streams}")
+        if self.max_streams_per_client is not None and self.max_streams_per_client < 1:
+            raise ValueError(f"--max-streams-per-client must be >= 1, got {self.max_streams_per_client}")
+        if self.idle_timeout_s <= 0:
+            raise ValueError(f"--idle-timeout must be > 0 seconds, got {self.idle_timeout_s}")
+        if self.max_message_bytes is not None and self.max_message_bytes < 1:
+            raise ValueError(f"--max-message-bytes must be >= 1, got {self.max_message_bytes}")
         if self.max_decode_pixels < 1:
             raise ValueError(f"--max-decode-pixels must be >= 1, got {self.max_decode_pixels}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -134,29 +161,19 @@ class ServeConfig:
             raise ValueError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
 
 
-class _StreamSlots:
-    """Counts open streams against --max-streams and remembers who they are (for logs and tests)."""
+def host_port(host: str, port: int) -> str:
+    """A gRPC address: "host:port", an IPv6 literal in brackets ("--host ::1" -> "[::1]:50051")."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._open: dict[int, str] = {}
-        self._ids = itertools.count(1)
 
-    def try_open(self, peer: str) -> int | None:
-        with self._lock:
-            if len(self._open) >= self.limit:
-                return None
-            stream_id = next(self._ids)
-            self._open[stream_id] = peer
-            return stream_id
-
-    def close(self, stream_id: int) -> bool:
-        with self._lock:
-            return self._open.pop(stream_id, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._open)
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (a host name other than localhost might not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
@@ -172,7 +189,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         policy: OnnxPolicy,
         batcher: MicroBatcher,
         metrics: ServerMetrics,
-        max_streams: int,
+        streams: StreamSlots,
+        idle_timeout_s: float,
         resize: bool = False,
         decode_queue: DecodeQueue | None = None,
         max_decode_pixels: int = MAX_DECODE_PIXELS,
@@ -183,7 +201,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.metrics = metrics
         self.decoder = FrameDecoder(self.spec.height, self.spec.width, resize, max_decode_pixels)
         self.decode_queue = decode_queue
-        self.streams = _StreamSlots(max_streams)
+        self.streams = streams
+        self.idle_timeout_s = idle_timeout_s
+        self.unary_in_flight = 0  # Act calls; only the event loop touches it
         self.ready = False
         s = self.spec
         self._spec_response = policy_pb2.GetSpecResponse(
@@ -197,12 +217,20 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             action_high=s.action_high,
             env_id=s.env_id,
             resize=resize,
+            # semore-serve serves one file and no version name (``version`` stays empty); the
+            # hash lets a reconnecting client notice that a restart brought another policy.
+            model_sha256=file_sha256(policy.path),
         )
 
     # -- helpers ---------------------------------------------------------------------------
     async def _abort(self, context, method: str, code: grpc.StatusCode, message: str) -> NoReturn:
         self.metrics.error(method, code.name)
         await context.abort(code, message)
+
+    async def _check_parsed(self, context, method: str, request) -> None:
+        """A request whose bytes did not parse (see serve.wire) is the caller's error: INVALID_ARGUMENT."""
+        if isinstance(request, Undecodable):
+            await self._abort(context, method, grpc.StatusCode.INVALID_ARGUMENT, str(request))
 
     async def _check_ready(self, context, method: str) -> None:
         if not self.ready:
@@ -262,6 +290,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         # benchmarks/serve_latency.py's single stream came out the same (within 2%), so they did not pay.
         t0 = time.perf_counter()
         self.metrics.stream_requests.inc()
+        await self._check_parsed(context, "StreamAct", obs)
         if not obs.HasField("frame"):
             await self._abort(
                 context,
@@ -283,12 +312,28 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     # -- RPCs ------------------------------------------------------------------------------
     async def GetSpec(self, request, context):
         self.metrics.requests.labels("GetSpec").inc()
+        await self._check_parsed(context, "GetSpec", request)
         return self._spec_response
 
     async def Act(self, request: policy_pb2.ActRequest, context) -> policy_pb2.Action:
         t0 = time.perf_counter()
         self.metrics.requests.labels("Act").inc()
         await self._check_ready(context, "Act")
+        await self._check_parsed(context, "Act", request)
+        if self.unary_in_flight >= MAX_UNARY_CALLS:
+            await self._abort(
+                context,
+                "Act",
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server already has its limit of {MAX_UNARY_CALLS} Act calls in flight",
+            )
+        self.unary_in_flight += 1
+        try:
+            return await self._act(request, context, t0)
+        finally:
+            self.unary_in_flight -= 1
+
+    async def _act(self, request: policy_pb2.ActRequest, context, t0: float) -> policy_pb2.Action:
         k = self.spec.frame_stack
         if len(request.frames) != k:
             await self._abort(
@@ -313,15 +358,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def StreamAct(self, request_iterator, context):
         await self._check_ready(context, "StreamAct")
         peer = context.peer()
-        stream_id = self.streams.try_open(peer)
-        if stream_id is None:
-            await self._abort(
-                context,
-                "StreamAct",
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server already serves its limit of {self.streams.limit} concurrent streams "
-                "(--max-streams)",
-            )
+        try:
+            stream_id = self.streams.try_open(peer)
+        except StreamLimitError as exc:
+            await self._abort(context, "StreamAct", grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         opened = time.perf_counter()
         frames = 0
         reason = "client finished"
@@ -359,18 +399,30 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
 
         stack = FrameStack(self.spec.frame_stack, self.spec.frame_shape)
+        idle = IdleTimer(self.idle_timeout_s)
         try:
             async for obs in request_iterator:
+                idle.touch()
                 action = await self._step(context, obs, stack, producer)
                 frames += 1
                 yield action
+                idle.touch()
         except grpc.aio.AbortError:
             reason = _ABORT_REASONS.get(context.code(), "aborted")
             raise
         except asyncio.CancelledError:
-            reason = "client went away"
-            raise
+            if not idle.fired:
+                reason = "client went away"
+                raise
+            reason = "idle"
+            await self._abort(
+                context,
+                "StreamAct",
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no observation for {self.idle_timeout_s:g} s (--idle-timeout): the stream is closed",
+            )
         finally:
+            idle.cancel()
             close(reason)
 
 
@@ -405,14 +457,18 @@ class PolicyServer:
             policy,
             self.batcher,
             self.metrics,
-            config.max_streams,
+            StreamSlots(
+                config.max_streams,
+                config.max_streams_per_client or max(1, config.max_streams // 2),
+            ),
+            config.idle_timeout_s,
             config.resize,
             self._decode_queue,
             config.max_decode_pixels,
         )
         raw_stack = spec.frame_stack * spec.height * spec.width * spec.channels
         self.max_message_bytes = config.max_message_bytes or max(MIN_MESSAGE_BYTES, 2 * raw_stack + 65536)
-        self._tokens = load_tokens(config.token_file) if config.token_file else None
+        self.tokens = TokenFile(config.token_file) if config.token_file else None
         self.metrics_port: int | None = None
         self._stop_lock = threading.Lock()
         self._stopping = False
@@ -451,27 +507,27 @@ class PolicyServer:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
-        interceptors = []
-        if self._tokens:
+        self.side_calls = SideCallLimit(MAX_SIDE_CALLS, f"/{SERVICE_NAME}/")
+        interceptors: list[grpc.aio.ServerInterceptor] = [self.side_calls]
+        if self.tokens:
             interceptors.append(
                 TokenAuthInterceptor(
-                    self._tokens, on_denied=lambda m: self.metrics.error(m, "UNAUTHENTICATED")
+                    self.tokens, on_denied=lambda m: self.metrics.error(m, "UNAUTHENTICATED")
                 )
             )
         self.grpc_server = grpc.aio.server(
             interceptors=interceptors,
             options=options,
-            maximum_concurrent_rpcs=config.max_streams + EXTRA_CALLS,
         )
         self.health = health.aio.HealthServicer()
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(self.servicer, self.grpc_server)
+        add_policy_service(self.servicer, self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
         )
-        address = f"{config.host}:{config.port}"
+        address = host_port(config.host, config.port)
         try:
             if config.tls_cert:
                 creds = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
@@ -491,7 +547,7 @@ class PolicyServer:
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def address(self) -> str:
-        return f"{self.config.host}:{self.port}"
+        return host_port(self.config.host, self.port)
 
     @property
     def active_streams(self) -> int:
@@ -499,6 +555,19 @@ class PolicyServer:
 
     def start_listening(self) -> None:
         """Starts gRPC (health answers NOT_SERVING) and the batcher; no warm-up yet."""
+        missing = [
+            what
+            for what, on in (("TLS", self.config.tls_cert), ("a token file", self.config.token_file))
+            if not on
+        ]
+        if missing and not is_loopback(self.config.host):
+            log.warning(
+                "listening on %s without %s: anyone who can reach the port can watch the frames "
+                "or drive the robot",
+                self.address,
+                " or ".join(missing),
+                extra={"event": "insecure_bind", "address": self.address, "missing": missing},
+            )
         self.batcher.start()
         self._run(self.grpc_server.start())
         if self.config.metrics_port is not None:
@@ -534,6 +603,11 @@ class PolicyServer:
                 "warmup_s": round(warm_s, 3),
             },
         )
+
+    def reload_tokens(self) -> None:
+        """Re-reads --token-file now (SIGHUP); open streams keep going, new calls see the new tokens."""
+        if self.tokens is not None:
+            self.tokens.reload()
 
     def start(self) -> PolicyServer:
         self.start_listening()

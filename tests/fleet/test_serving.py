@@ -10,8 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
-from fleet.replica import file_sha256
 from semore_runtime.client import AuthenticationError, InvalidInputError, PolicyClient
+from semore_runtime.policy import file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from tests.helpers.serving import expected_actions, random_frames, raw_frame
 

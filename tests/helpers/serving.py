@@ -7,9 +7,11 @@ import functools
 import io
 import json
 import os
+import queue
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from PIL import Image
 
 from semore_runtime.frame_stack import FrameStack
 from semore_runtime.policy import OnnxPolicy
-from semore_runtime.proto_gen.semore.v1 import policy_pb2
+from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
 from serve.server import PolicyServer, build_server
 
@@ -226,6 +228,30 @@ def start_cli(policy_path: Path, log_path: Path, *extra: str) -> tuple[subproces
         proc.kill()
         raise AssertionError(f"server did not start: {line!r}\n{log_path.read_text()}")
     return proc, line.split()[1]
+
+
+class StreamDriver:
+    """A raw StreamAct call whose requests the test feeds one at a time."""
+
+    def __init__(self, stub: policy_pb2_grpc.PolicyServiceStub, metadata=None) -> None:
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.call = stub.StreamAct(iter(self.requests.get, None), metadata=metadata)
+
+    def step(self, obs: policy_pb2.Observation, timeout: float = 10.0) -> policy_pb2.Action:
+        self.requests.put(obs)
+        return next(self.call)
+
+    def close(self) -> None:
+        self.requests.put(None)
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
 
 
 def encoded(frame: np.ndarray, fmt: str, **kwargs) -> bytes:

@@ -4,7 +4,9 @@ reconnects with frame replay, auth and TLS."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -12,14 +14,17 @@ import numpy as np
 import pytest
 
 from semore_runtime.client import (
+    DEFAULT_STEP_TIMEOUT_S,
     AuthenticationError,
     InvalidInputError,
+    PolicyChangedError,
     PolicyClient,
     PolicyServerError,
     PolicyUnavailableError,
     ServerBusyError,
 )
-from semore_runtime.policy import OnnxPolicy
+from semore_runtime.policy import OnnxPolicy, file_sha256
+from semore_runtime.proto_gen.semore.v1 import policy_pb2
 from tests.helpers.serving import (
     build_tiny_policy,
     expected_actions,
@@ -259,3 +264,140 @@ def test_session_works_inside_a_running_event_loop(server, local_policy):
             return [session.step(f) for f in frames]
 
     np.testing.assert_allclose(np.array(asyncio.run(inside_loop())), want, rtol=1e-4, atol=1e-5)
+
+
+def test_spec_names_the_model_file(client, policy_path):
+    assert client._get_spec().model_sha256 == file_sha256(policy_path)
+
+
+@pytest.fixture
+def hung_server(local_policy):
+    """A bare grpc server whose StreamAct takes observations and never answers: a hung policy server."""
+    release = threading.Event()
+
+    def never_answer(requests, context):
+        next(requests)
+        release.wait(30)
+        return iter(())
+
+    def spec(_request, _context):
+        return policy_pb2.GetSpecResponse(spec_json=local_policy.spec_json)
+
+    handler = grpc.method_handlers_generic_handler(
+        "semore.v1.PolicyService",
+        {
+            "StreamAct": grpc.stream_stream_rpc_method_handler(
+                never_answer,
+                request_deserializer=policy_pb2.Observation.FromString,
+                response_serializer=policy_pb2.Action.SerializeToString,
+            ),
+            "GetSpec": grpc.unary_unary_rpc_method_handler(
+                spec,
+                request_deserializer=policy_pb2.GetSpecRequest.FromString,
+                response_serializer=policy_pb2.GetSpecResponse.SerializeToString,
+            ),
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    release.set()
+    server.stop(0)
+
+
+def test_default_step_timeout_fires_on_a_hung_server(hung_server):
+    with PolicyClient(hung_server) as c, c.session() as session:
+        t0 = time.monotonic()
+        with pytest.raises(PolicyUnavailableError) as info:
+            session.step(random_frames(1, seed=53)[0])
+        elapsed = time.monotonic() - t0
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert DEFAULT_STEP_TIMEOUT_S <= elapsed < DEFAULT_STEP_TIMEOUT_S + 0.5
+
+
+def test_stream_limit_is_retried_while_a_slot_frees_within_the_timeout(start_server, local_policy):
+    """A robot reconnecting while its old stream still holds the only slot gets in once it frees."""
+    server = start_server(max_streams=1)
+    frames = random_frames(2, seed=54)
+    with PolicyClient(server.address, step_timeout=3.0, backoff_initial=0.02, backoff_max=0.1) as c:
+        old = c.session()
+        old.step(frames[0])
+        threading.Timer(0.3, old.close).start()
+        t0 = time.monotonic()
+        with c.session() as new:
+            np.testing.assert_allclose(
+                new.step(frames[1]), local_policy.act(np.stack([frames[1]] * 3)), rtol=1e-4, atol=1e-5
+            )
+        assert 0.3 <= time.monotonic() - t0 < 3.0
+        assert new.reconnects >= 1
+
+
+def test_stream_limit_still_full_at_the_timeout_is_a_typed_error(start_server):
+    server = start_server(max_streams=1)
+    frame = random_frames(1, seed=55)[0]
+    with PolicyClient(server.address, step_timeout=0.3) as c, c.session() as old:
+        old.step(frame)
+        t0 = time.monotonic()
+        with pytest.raises(ServerBusyError), c.session() as new:
+            new.step(frame)
+        assert time.monotonic() - t0 < 1.0
+
+
+def test_policy_swapped_on_restart_is_detected(start_server, tmp_path):
+    server = start_server()
+    port = server.port
+    other = build_tiny_policy(tmp_path / "other.onnx", seed=7)  # same spec, other weights
+    frame = random_frames(1, seed=56)[0]
+    with PolicyClient(server.address, backoff_initial=0.02, backoff_max=0.2) as c, c.session() as session:
+        session.step(frame)
+        server.stop(grace=0)
+        start_server(port=port, model=other)
+        with pytest.raises(PolicyChangedError) as info:
+            session.step(frame)
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert file_sha256(other)[:12] in info.value.details
+        with pytest.raises(PolicyChangedError):  # the session never acts for the other policy
+            session.step(frame)
+
+
+def test_a_session_idle_past_the_servers_idle_timeout_carries_on(start_server, local_policy):
+    """A robot pausing between steps longer than --idle-timeout: the server closed its stream, the
+    session reconnects and replays, and the actions are those of an unbroken stream."""
+    server = start_server(idle_timeout_s=0.3)
+    frames = random_frames(5, seed=57)
+    want = expected_actions(local_policy, frames)
+    with PolicyClient(server.address) as c, c.session() as session:
+        for i in range(3):
+            np.testing.assert_allclose(session.step(frames[i]), want[i], rtol=1e-4, atol=1e-5)
+        time.sleep(0.6)
+        assert server.active_streams == 0  # closed by the server meanwhile
+        for i in range(3, 5):
+            np.testing.assert_allclose(session.step(frames[i]), want[i], rtol=1e-4, atol=1e-5)
+        assert session.reconnects == 1
+
+
+def test_a_fleet_version_client_follows_an_upgrade_but_not_a_new_contract(start_server, tmp_path):
+    """version= chooses a version, not a file: other weights with the same contract take over the
+    session (a rolling upgrade); a policy with another frame stack cannot."""
+    server = start_server()
+    port = server.port
+    upgrade = build_tiny_policy(tmp_path / "upgrade.onnx", seed=8)
+    other_k = build_tiny_policy(tmp_path / "k4.onnx", frame_stack=4)
+    frames = random_frames(4, seed=58)
+    with (
+        PolicyClient(server.address, version="v1", backoff_initial=0.02, backoff_max=0.2) as c,
+        c.session() as session,
+    ):
+        session.step(frames[0])
+        server.stop(grace=0)
+        server = start_server(port=port, model=upgrade)
+        session.step(frames[1])
+        np.testing.assert_allclose(
+            session.last.action, OnnxPolicy(upgrade, device="cpu").act(np.stack(frames[[0, 0, 1]])), atol=1e-5
+        )
+        server.stop(grace=0)
+        start_server(port=port, model=other_k)
+        with pytest.raises(PolicyChangedError, match="frame_stack changed"):
+            session.step(frames[2])

@@ -5,10 +5,19 @@ outside the bounds are clamped and counted. Real ONNX Runtime on models built wi
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-from semore_runtime.policy import NonFiniteActionError, OnnxPolicy, PolicyLoadError, PolicySpecMismatch
+from semore_runtime.policy import (
+    CUDA,
+    DeviceUnavailableError,
+    NonFiniteActionError,
+    OnnxPolicy,
+    PolicyLoadError,
+    PolicySpecMismatch,
+    _cuda_driver_present,
+)
 from tests.helpers.serving import WHITE, build_tiny_policy, random_frames
 
 
@@ -109,3 +118,20 @@ def test_a_spec_that_does_not_fit_its_graph_is_refused_at_load(tmp_path, case):
     assert isinstance(info.value, PolicyLoadError)  # what every caller already handles
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+@pytest.mark.skipif(
+    CUDA in ort.get_available_providers() and _cuda_driver_present(),
+    reason="CUDA can run here: device='cuda' is expected to load",
+)
+def test_cuda_without_the_cuda_provider_is_a_typed_error_naming_the_cause(tmp_path):
+    path = build_tiny_policy(tmp_path / "tiny.onnx")
+    with pytest.raises(DeviceUnavailableError) as info:
+        OnnxPolicy(path, device="cuda")
+    message = str(info.value)
+    assert message.startswith("device='cuda' but")
+    if CUDA not in ort.get_available_providers():  # the CPU-only onnxruntime build
+        assert CUDA in message and "install onnxruntime-gpu" in message
+    else:  # the GPU build without a usable driver
+        assert "no CUDA driver" in message
+    assert OnnxPolicy(path, device="auto").provider == "CPUExecutionProvider"  # auto falls back

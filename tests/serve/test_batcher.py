@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from serve.batcher import BatcherClosedError, BatchResult, MicroBatcher
+from serve.batcher import INLINE_MAX_S, BatcherClosedError, BatchResult, MicroBatcher
 
 
 def echo_model(calls: list[int], delay: float = 0.0):
@@ -182,3 +182,23 @@ def test_close_answers_queued_then_refuses():
             batcher.submit_async(stack(0))
 
     asyncio.run(body())
+
+
+def test_a_slow_model_never_runs_on_the_event_loop():
+    """A batch-1 call over INLINE_MAX_S would hold every other call on the loop: it goes to the thread."""
+    calls: list[int] = []
+    batcher = MicroBatcher(echo_model(calls, delay=3 * INLINE_MAX_S), max_batch=4, batch_wait_s=0.0)
+
+    async def body() -> None:
+        me = batcher.add_producer()
+        assert batcher.try_inline(stack(1), me) is not None  # nothing known yet: inline
+        for v in range(10):  # the batcher thread's batch-1 calls keep the average current
+            if batcher.try_inline(stack(v), me) is None:
+                await submit(batcher, v, me)
+        assert batcher.single_call_s > INLINE_MAX_S
+        assert batcher.try_inline(stack(2), me) is None
+        loop_thread_calls = len(calls)
+        result = await submit(batcher, 3, me)
+        assert result.action[0] == 3 and len(calls) == loop_thread_calls + 1
+
+    run(batcher, body())

@@ -154,3 +154,23 @@ def test_refused_frames_are_counted_by_reason(start_server, spec, random_frames)
 def test_max_decode_pixels_must_be_positive(policy_path):
     with pytest.raises(ValueError, match="--max-decode-pixels must be >= 1, got 0"):
         build_server(model=policy_path, port=0, max_decode_pixels=0)
+
+
+GARBAGE = b"\xff\xff\xff\xff not a protobuf message"
+
+
+@pytest.mark.parametrize("method", ["GetSpec", "Act", "StreamAct"])
+def test_bytes_that_are_no_message_are_invalid_argument(server, stub, method, spec, random_frames):
+    """Raw bytes through a channel with identity serializers: the caller's error, not UNKNOWN."""
+    with grpc.insecure_channel(server.address) as channel:
+        path = f"/semore.v1.PolicyService/{method}"
+        with pytest.raises(grpc.RpcError) as info:
+            if method == "StreamAct":
+                next(channel.stream_stream(path)(iter([GARBAGE]), timeout=5))
+            else:
+                channel.unary_unary(path)(GARBAGE, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in info.value.details()
+    # The server is unharmed.
+    frames = [raw_frame(f) for f in random_frames(spec.frame_stack, seed=61)]
+    assert len(stub.Act(policy_pb2.ActRequest(frames=frames), timeout=5).action) == spec.action_dim

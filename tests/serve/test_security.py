@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import signal
+import socket
+import time
 
 import grpc
 import numpy as np
@@ -10,8 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
+from semore_runtime.tokens import read_tokens
+from serve.security import AuthenticationError, TokenFile
 from serve.server import build_server
-from tests.helpers.serving import make_certs, make_self_signed, raw_frame
+from tests.helpers.serving import StreamDriver, make_certs, make_self_signed, raw_frame
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 TOKEN = "s3cret-token-for-tests"
@@ -154,3 +161,91 @@ def test_config_errors(policy_path):
         build_server(model=policy_path, port=0, device="cpu", tls_cert=policy_path)
     with pytest.raises(ValueError, match="needs --tls-cert"):
         build_server(model=policy_path, port=0, device="cpu", client_ca=policy_path)
+
+
+def test_token_file_is_reloaded_when_it_changes_and_streams_stay_open(
+    auth_server, random_frames, stream_once
+):
+    token_file = auth_server.config.token_file
+    old = (("authorization", f"Bearer {TOKEN}"),)
+    new = (("authorization", "Bearer rotated-token"),)
+    with grpc.insecure_channel(auth_server.address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        driver = StreamDriver(stub, metadata=old)
+        obs = policy_pb2.Observation(seq=1, frame=raw_frame(random_frames(1, seed=23)[0]))
+        assert driver.step(obs).seq == 1
+        token_file.write_text("# rotated\n\nrotated-token\n")
+        assert stream_once(stub, new).seq == 1
+        with pytest.raises(grpc.RpcError) as info:
+            stream_once(stub, old)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert driver.step(obs).seq == 1  # the stream opened with the old token goes on
+        # A file broken mid-edit keeps the tokens it had.
+        token_file.write_text("# nothing yet\n")
+        assert stream_once(stub, new).seq == 1
+        driver.close()
+
+
+def test_check_token_is_the_one_check(tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text("  # comment\n\n first \nsecond\n")
+    tokens = TokenFile(token_file)
+    tokens.check_token([("authorization", "Bearer first")])
+    tokens.check_token([("authorization", "bearer second")])
+    with pytest.raises(AuthenticationError, match="missing"):
+        tokens.check_token([])
+    with pytest.raises(AuthenticationError, match="invalid"):
+        tokens.check_token([("authorization", "Bearer # comment")])
+    assert read_tokens(token_file) == ["first", "second"]
+
+
+def test_sighup_reloads_the_token_file(start_cli_server, tmp_path, stream_once):
+    token_file = tmp_path / "tokens"
+    token_file.write_text("token-aaaa\n")
+    proc, address = start_cli_server("--token-file", str(token_file))
+    stamp = token_file.stat()
+    # Same size, same mtime: only the signal can make the server read it again.
+    token_file.write_text("token-bbbb\n")
+    os.utime(token_file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    with grpc.insecure_channel(address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        assert stream_once(stub, (("authorization", "Bearer token-aaaa"),)).seq == 1
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert stream_once(stub, (("authorization", "Bearer token-bbbb"),)).seq == 1
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "SIGHUP did not reload the token file"
+                time.sleep(0.05)
+        assert proc.poll() is None  # SIGHUP does not stop the server
+
+
+def test_a_non_loopback_bind_without_tls_or_token_warns(start_server, caplog, tmp_path):
+    caplog.set_level(logging.WARNING, logger="serve.server")
+    start_server()  # loopback: nothing to warn about
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "insecure_bind"]
+    server = start_server(host="0.0.0.0")
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "insecure_bind"]
+    assert record.levelno == logging.WARNING and record.missing == ["TLS", "a token file"]
+    assert "without TLS or a token file" in record.getMessage() and server.address in record.getMessage()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_ipv6_literal_host(start_server, spec, stream_once):
+    server = start_server(host="::1")
+    assert server.address == f"[::1]:{server.port}"
+    with grpc.insecure_channel(server.address) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        assert stub.GetSpec(policy_pb2.GetSpecRequest(), timeout=5).frame_stack == spec.frame_stack
+        assert stream_once(stub).seq == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import queue
 import threading
 import time
 import urllib.request
@@ -20,34 +19,10 @@ from semore_runtime.policy import OnnxPolicy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
 from tests.helpers import serving
-from tests.helpers.serving import expected_actions, raw_frame
+from tests.helpers.serving import StreamDriver, expected_actions, raw_frame, wait_until
 
 Frame = policy_pb2.Frame
 Observation = policy_pb2.Observation
-
-
-class StreamDriver:
-    """A raw StreamAct call whose requests the test feeds one at a time."""
-
-    def __init__(self, stub: policy_pb2_grpc.PolicyServiceStub, metadata=None) -> None:
-        self.requests: queue.SimpleQueue = queue.SimpleQueue()
-        self.call = stub.StreamAct(iter(self.requests.get, None), metadata=metadata)
-
-    def step(self, obs: Observation, timeout: float = 10.0) -> policy_pb2.Action:
-        self.requests.put(obs)
-        return next(self.call)
-
-    def close(self) -> None:
-        self.requests.put(None)
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_get_spec_matches_the_policy(stub, local_policy):
@@ -388,7 +363,7 @@ def test_message_size_limit(start_server, spec):
 
 
 def test_max_streams(start_server, spec, random_frames):
-    server = start_server(max_streams=2)
+    server = start_server(max_streams=2, max_streams_per_client=2)
     frame = raw_frame(random_frames(1, seed=9)[0])
     with grpc.insecure_channel(server.address) as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
