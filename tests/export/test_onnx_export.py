@@ -126,7 +126,7 @@ def test_spec_validation_errors_name_the_field():
         training_frames=0,
     )
     PolicySpec(**fields)
-    with pytest.raises(ValueError, match="action_dim=2"):
+    with pytest.raises(ValueError, match="action_low: the spec says .*action_dim is 2"):
         PolicySpec(**{**fields, "action_low": [-1]})
     with pytest.raises(ValueError, match="encoder_kind"):
         PolicySpec(**{**fields, "encoder_kind": "resnet"})
