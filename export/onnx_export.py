@@ -12,9 +12,8 @@ import onnx
 import torch
 
 from export.policy_graph import PolicyGraph, load_policy_graph
-from semore_runtime.policy import CUDA, NonFiniteActionError, OnnxPolicy
+from semore_runtime.policy import CUDA, NonFiniteActionError, OnnxPolicy, file_sha256
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
-from training.checkpoint import file_sha256
 from training.config import RunConfig
 
 FP32_TOLERANCE = 1e-4

@@ -22,7 +22,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -35,8 +34,9 @@ from semore_runtime.client import FLEET_VERSION_KEY
 from semore_runtime.frame_stack import FrameStack
 from semore_runtime.policy import NonFiniteActionError, OnnxPolicy, PolicyLoadError, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
-from semore_runtime.spec import PolicySpec
+from serve.batcher import BatchResult
 from serve.decode import RAW_RGB8, FrameDecoder, FrameError
+from serve.messages import action_message, spec_response, stack_size_error
 from serve.security import AuthenticationError, TokenFile
 
 SERVICER_FUNCTION = (
@@ -66,10 +66,6 @@ _STATUS = {
     UnknownVersionError: grpc.StatusCode.NOT_FOUND,
     NonFiniteActionError: grpc.StatusCode.INTERNAL,
 }
-# The GetSpec fields that repeat PolicySpec fields of the same name (height, frame_stack, ...).
-_SPEC_FIELDS = sorted(
-    {f.name for f in policy_pb2.GetSpecResponse.DESCRIPTOR.fields} & set(PolicySpec.model_fields)
-)
 
 
 @contextmanager
@@ -82,13 +78,6 @@ def _grpc_status(context) -> Iterator[None]:
             context.set_code(next(code for kind, code in _STATUS.items() if isinstance(exc, kind)))
             context.set_details(str(exc))
         raise
-
-
-@dataclass(frozen=True)
-class _Result:
-    action: np.ndarray
-    inference_s: float
-    batch_size: int
 
 
 @serve.deployment(name="policy")
@@ -110,13 +99,7 @@ class PolicyReplica:
         self.spec = self.policy.spec
         self.auth = TokenFile(config.token_file) if config.token_file else None
         self.decoder = FrameDecoder(self.spec.height, self.spec.width, resize=config.resize)
-        self._spec_response = policy_pb2.GetSpecResponse(
-            spec_json=self.policy.spec_json,
-            resize=config.resize,
-            version=config.version,
-            model_sha256=model_sha256,
-            **{name: getattr(self.spec, name) for name in _SPEC_FIELDS},
-        )
+        self._spec_response = spec_response(self.policy, config.resize, model_sha256, config.version)
         self._about = {
             "rollout": rollout,
             "model": str(config.model),
@@ -168,14 +151,14 @@ class PolicyReplica:
                 continue
             self._retired = current["rollout"] > self._about["rollout"]
 
-    def _infer(self, stacks: list[np.ndarray]) -> list[_Result]:
+    def _infer(self, stacks: list[np.ndarray]) -> list[BatchResult]:
         t0 = time.perf_counter()
         actions = self.policy.act(np.stack(stacks))
         seconds = time.perf_counter() - t0
-        return [_Result(action, seconds, len(stacks)) for action in actions]
+        return [BatchResult(action, seconds, len(stacks)) for action in actions]
 
     @serve.batch
-    async def _batch(self, stacks: list[np.ndarray]) -> list[_Result | NonFiniteActionError]:
+    async def _batch(self, stacks: list[np.ndarray]) -> list[BatchResult | NonFiniteActionError]:
         """One model call for every stack that queued while the previous call ran.
 
         OnnxPolicy refuses a batch with a non-finite action in it; then each stack runs alone,
@@ -184,7 +167,7 @@ class PolicyReplica:
         try:
             return self._infer(stacks)
         except NonFiniteActionError:
-            results: list[_Result | NonFiniteActionError] = []
+            results: list[BatchResult | NonFiniteActionError] = []
             for stack in stacks:
                 try:
                     results += self._infer([stack])
@@ -192,21 +175,15 @@ class PolicyReplica:
                     results.append(exc)
             return results
 
-    async def _act(self, stack: np.ndarray) -> _Result:
+    async def _act(self, stack: np.ndarray) -> BatchResult:
         result = await self._batch(stack)
         if isinstance(result, NonFiniteActionError):
             raise NonFiniteActionError(f"{result}; no action was sent")
         return result
 
     @staticmethod
-    def _answer(seq: int, result: _Result, t0: float) -> policy_pb2.Action:
-        return policy_pb2.Action(
-            seq=seq,
-            action=result.action.tolist(),
-            inference_us=int(result.inference_s * 1e6),
-            server_us=int((time.perf_counter() - t0) * 1e6),
-            batch_size=result.batch_size,
-        )
+    def _answer(seq: int, result: BatchResult, t0: float) -> policy_pb2.Action:
+        return action_message(seq, result, time.perf_counter() - t0)
 
     # -- RPCs (Serve passes ``grpc_context`` to a method with a parameter of that name) -----
     async def GetSpec(
@@ -220,11 +197,9 @@ class PolicyReplica:
         t0 = time.perf_counter()
         with _grpc_status(grpc_context):
             self._admit(grpc_context)
-            k = self.spec.frame_stack
-            if len(request.frames) != k:
-                raise FrameError(
-                    f"Act needs exactly frame_stack={k} frames (oldest first), got {len(request.frames)}"
-                )
+            refused = stack_size_error(self.spec, len(request.frames))
+            if refused is not None:
+                raise FrameError(refused)
             frames = [await self._decode(frame, f"frames[{i}]") for i, frame in enumerate(request.frames)]
             result = await self._act(np.stack(frames))
         return self._answer(request.seq, result, t0)

@@ -492,9 +492,6 @@ class PolicySession:
             remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
             self._client._check_same_policy(remaining)
         self._opened_once = True
-        return self._open_stream()
-
-    def _open_stream(self) -> _Stream:
         return _Stream(self._client)
 
     def _send(self, wire: policy_pb2.Frame, reset: bool, deadline: float | None) -> np.ndarray:

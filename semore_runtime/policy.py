@@ -45,8 +45,8 @@ class DeviceUnavailableError(RuntimeError):
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a policy file: names the exact policy a server answers with, so a client
-    can tell that a restarted server (or another replica) serves another file."""
+    """SHA-256 (hex) of a file: names the exact checkpoint a policy came from, and the exact policy
+    a server answers with, so a client can tell that a restarted server serves another file."""
     with Path(path).open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 

@@ -31,6 +31,7 @@ from serve.batcher import BatcherClosedError, BatchResult, MicroBatcher
 from serve.decode import MAX_DECODE_PIXELS, RAW_RGB8, FrameDecoder, FrameError
 from serve.decode_queue import DecodeQueue
 from serve.limits import IdleTimer, SideCallLimit, StreamLimitError, StreamSlots
+from serve.messages import action_message, spec_response, stack_size_error
 from serve.metrics import ServerMetrics
 from serve.security import TokenAuthInterceptor, TokenFile, server_credentials
 from serve.wire import Undecodable, add_policy_service
@@ -205,22 +206,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.idle_timeout_s = idle_timeout_s
         self.unary_in_flight = 0  # Act calls; only the event loop touches it
         self.ready = False
-        s = self.spec
-        self._spec_response = policy_pb2.GetSpecResponse(
-            spec_json=policy.spec_json,
-            height=s.height,
-            width=s.width,
-            channels=s.channels,
-            frame_stack=s.frame_stack,
-            action_dim=s.action_dim,
-            action_low=s.action_low,
-            action_high=s.action_high,
-            env_id=s.env_id,
-            resize=resize,
-            # semore-serve serves one file and no version name (``version`` stays empty); the
-            # hash lets a reconnecting client notice that a restart brought another policy.
-            model_sha256=file_sha256(policy.path),
-        )
+        # semore-serve serves one file and no version name (``version`` stays empty); the hash
+        # lets a reconnecting client notice that a restart brought another policy.
+        self._spec_response = spec_response(policy, resize, file_sha256(policy.path))
 
     # -- helpers ---------------------------------------------------------------------------
     async def _abort(self, context, method: str, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -274,13 +262,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         """The Action for a request that arrived at ``t0``; its server time goes to ``seconds`` too."""
         elapsed = time.perf_counter() - t0
         seconds.observe(elapsed)
-        return policy_pb2.Action(
-            seq=seq,
-            action=result.action.tolist(),
-            inference_us=int(result.inference_s * 1e6),
-            server_us=int(elapsed * 1e6),
-            batch_size=result.batch_size,
-        )
+        return action_message(seq, result, elapsed)
 
     async def _step(
         self, context, obs: policy_pb2.Observation, stack: FrameStack, producer: int
@@ -334,14 +316,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             self.unary_in_flight -= 1
 
     async def _act(self, request: policy_pb2.ActRequest, context, t0: float) -> policy_pb2.Action:
-        k = self.spec.frame_stack
-        if len(request.frames) != k:
-            await self._abort(
-                context,
-                "Act",
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Act needs exactly frame_stack={k} frames (oldest first), got {len(request.frames)}",
-            )
+        refused = stack_size_error(self.spec, len(request.frames))
+        if refused is not None:
+            await self._abort(context, "Act", grpc.StatusCode.INVALID_ARGUMENT, refused)
         frames = []
         for i, frame in enumerate(request.frames):
             try:
