@@ -53,6 +53,13 @@ def write_state(trial: Trial, state: str, **extra) -> None:
     tmp.replace(trial.folder / "trial.json")
 
 
+def git_commit() -> str | None:
+    """The commit the code runs at: each finished trial names it, so results from several sessions
+    can be told apart when the learner changed between them."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
 def progress(trial: Trial) -> tuple[int, float]:
     """(frames, latest evaluation return) of the trial's training so far."""
     summary = trial.folder / "run" / "summary.json"
@@ -154,4 +161,4 @@ def run_trial(trial: Trial, spec: SweepSpec, report: Callable[[dict], None] | No
         write_state(trial, state, frames=frames, latest_return=latest, error=str(exc))
         raise
     frames, latest = progress(trial)
-    write_state(trial, "done", frames=frames, latest_return=latest)
+    write_state(trial, "done", frames=frames, latest_return=latest, commit=git_commit())
