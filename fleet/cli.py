@@ -100,7 +100,9 @@ def _status(config: StatusConfig) -> int:
         replicas = ", ".join(f"{state.lower()} {n}" for state, n in sorted(row.replicas.items()))
         print(f"{row.version}: {row.status}, replicas: {replicas or 'none'}")
         if row.model:
-            print(f"  model {row.model} (sha256 {row.model_sha256[:12]}) on {row.provider}")
+            print(
+                f"  model {row.model} (sha256 {row.model_sha256[:12]}) on {row.provider}, ingress {row.ingress}"
+            )
     entries = proxies()
     healthy = sum(state == "HEALTHY" for state in entries.values())
     print(f"gRPC proxies: {healthy} of {len(entries)} healthy (one per node with replicas)")

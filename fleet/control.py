@@ -1,9 +1,11 @@
 """Putting policy versions up on a Ray cluster, reading their status, taking them down.
 
-Every function here runs in a Ray driver (``connect`` first). Serve is started with its gRPC
-proxy serving ``semore.v1.PolicyService`` on ``--grpc-port`` of every node; each policy version
-is a Serve application named after the version, so the ``application`` gRPC metadata picks it
-(with a single version deployed, Serve routes calls without it). Deploying under a running
+Every function here runs in a Ray driver (``connect`` first). Serve serves
+``semore.v1.PolicyService`` on ``--grpc-port`` of every node; each policy version is a Serve
+application named after the version, so the ``application`` gRPC metadata picks it (with a single
+version deployed, Serve routes calls without it). On the Ray that ``connect`` starts, the entry is
+Serve's HAProxy ingress (``FAST_PATH``), which sends each call straight to a replica's own gRPC
+server; on a cluster named by ``--address``, whichever ingress that cluster was started with. Deploying under a running
 version's name is a rolling upgrade: with ``--max-surge-percent`` (100 by default) Serve starts
 the new replicas first and stops an old one only when a new one serves, and a stopping replica
 finishes the calls it holds, so no call is lost. Serve's imperative API gives every deployment a
@@ -14,6 +16,8 @@ lets Serve scale without that).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -26,9 +30,13 @@ from fleet.replica import SERVICER_FUNCTION, PolicyReplica
 from semore_runtime.policy import OnnxPolicy, file_sha256
 
 DEPLOYMENT = PolicyReplica.name
-# Serve's HTTP proxy is of no use to the fleet but cannot be turned off alone: a free loopback
-# port keeps it out of the way (and unreachable from other machines).
-_HTTP_OPTIONS = {"host": "127.0.0.1", "port": 0}
+# Serve's fast data path (Ray >= 2.56): HAProxy takes the gRPC port and routes each call by its
+# `application` metadata straight to a replica's own gRPC server, instead of through Serve's
+# Python proxy and router. One robot's p50 went from 7.0 ms to 1.0 ms here, against 0.7 ms for
+# semore-serve (benchmarks/results/fleet_latency.json). Ray's processes read these when they
+# start, so they apply to the Ray that `connect` starts (set either to 0 beforehand to opt out); a
+# cluster joined with --address gets them from its own `ray start` environment (docs/fleet.md).
+FAST_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 # Per-request access logs would cost a replica more CPU than a tiny policy's inference.
 _LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 
@@ -45,6 +53,7 @@ class VersionStatus:
     model: str
     model_sha256: str
     provider: str
+    ingress: str
 
 
 def connect(address: str | None) -> str:
@@ -52,6 +61,9 @@ def connect(address: str | None) -> str:
 
     Returns the cluster's address, which other drivers (``up --address``, ``status``) join.
     """
+    if address is None:
+        for name, value in FAST_PATH.items():
+            os.environ.setdefault(name, value)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as exc:
@@ -94,11 +106,20 @@ def check_model(config: UpConfig) -> str:
     return file_sha256(config.model)
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def deploy(config: UpConfig, model_sha256: str) -> None:
     """Deploys ``config.version`` (or upgrades it to that file); returns once it serves."""
+    # Serve's HTTP entry is of no use to the fleet but cannot be turned off alone: a free loopback
+    # port keeps it out of the way and unreachable from other machines (HAProxy cannot bind port 0;
+    # a Serve already running keeps the port it has).
     serve.start(
         grpc_options=gRPCOptions(port=config.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
-        http_options=_HTTP_OPTIONS,
+        http_options={"host": "127.0.0.1", "port": _free_loopback_port()},
         logging_config=_LOGGING,
     )
     replica = PolicyReplica.options(**deployment_options(config))
@@ -118,7 +139,7 @@ def status() -> list[VersionStatus]:
         deployment = app.deployments.get(DEPLOYMENT)
         if deployment is None:
             continue
-        about = {"model": "", "model_sha256": "", "provider": ""}  # no replica to ask
+        about = dict.fromkeys(["model", "model_sha256", "provider", "ingress"], "")  # no replica to ask
         if app.status == "RUNNING":
             about = serve.get_app_handle(name).describe.remote().result(timeout_s=30)
         rows.append(
@@ -129,6 +150,7 @@ def status() -> list[VersionStatus]:
                 model=about["model"],
                 model_sha256=about["model_sha256"],
                 provider=about["provider"],
+                ingress=about["ingress"],
             )
         )
     return rows

@@ -27,6 +27,7 @@ import grpc
 import numpy as np
 from ray import serve
 from ray.exceptions import RayError
+from ray.serve._private import constants as serve_constants
 from ray.serve.exceptions import RayServeException
 
 from fleet.config import ReplicaConfig
@@ -105,6 +106,9 @@ class PolicyReplica:
             "model": str(config.model),
             "model_sha256": model_sha256,
             "provider": self.policy.provider,
+            # Looked up here, in the replica's process, where the cluster's setting applies (Serve
+            # pickles this class by value, so a module-level name would hold the driver's value).
+            "ingress": "HAProxy" if serve_constants.RAY_SERVE_ENABLE_HA_PROXY else "Serve's gRPC proxy",
         }
         self._retired = False
         self._watcher: asyncio.Task | None = None
@@ -227,5 +231,6 @@ class PolicyReplica:
 
     # -- for semore-fleet status and _watch_version (handle calls: not part of the gRPC service)
     def describe(self) -> dict[str, str | int]:
-        """What this replica serves: its rollout stamp, model path and digest, ONNX provider."""
+        """What this replica serves: its rollout stamp, model path and digest, ONNX provider, and
+        the ingress that reaches it (control.FAST_PATH)."""
         return self._about

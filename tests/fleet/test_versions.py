@@ -44,7 +44,7 @@ def test_two_versions_answer_by_metadata(fleet, two_versions, local, token):
 
 
 def test_a_version_that_is_not_deployed_is_not_found(fleet, local, token):
-    """Refused by Serve's proxy with several versions up, by the replica with one (which the proxy
+    """Refused by the ingress with several versions up, by the replica with one (which the ingress
     then routes every call to, whatever version it names)."""
     frames = random_frames(local["v1"].spec.frame_stack, seed=12)
     with (
@@ -129,6 +129,7 @@ def test_status_and_down(fleet, deploy, policies):
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "v1: RUNNING, replicas: running 1" in shown.stdout
     assert "gRPC proxies: 1 of 1 healthy" in shown.stdout
+    assert "ingress HAProxy" in shown.stdout  # the fast path is on for the Ray that `up` starts
     assert "doomed: RUNNING" in shown.stdout and file_sha256(policies["v2"])[:12] in shown.stdout
     removed = run_fleet("down", "--version", "doomed", "--address", fleet.ray_address)
     assert removed.returncode == 0, removed.stderr[-3000:]
