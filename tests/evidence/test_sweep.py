@@ -54,6 +54,25 @@ def test_a_two_trial_sweep_trains_exports_and_evaluates_every_trial(tmp_path, ti
     assert "semore-report" in log and "cartpole_balance/semore-sim/seed1" in log
     assert json.loads((out / "sweep.json").read_text())["name"] == "tiny"
 
+    # Each finished trial names the commit that trained it, and the learner check is a view over
+    # the sweep's trials: it trains nothing itself.
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    results = tmp_path / "learner_check.json"
+    check = subprocess.run(
+        [sys.executable, "benchmarks/learner_check.py", "--sweep", str(out), "--results", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+    arms = json.loads(results.read_text())["arms"]
+    for arm in ("pixel", "semore-sim"):
+        seed = arms[arm]["seeds"]["1"]
+        assert seed["commit"] == head.stdout.strip() and seed["frames"] == 480
+        assert seed["frames_to_800"] is None and arms[arm]["median_frames_to_800"] is None
+    assert "spread_semantic" in arms["semore-sim"]["seeds"]["1"]["spreads"]
+    assert "not finished" not in check.stdout
+
 
 def test_resume_after_a_kill_keeps_finished_trials_and_finishes_the_rest(tmp_path, tiny_sweep_spec):
     spec, out = tiny_sweep_spec(max_concurrent=1), tmp_path / "out"
