@@ -49,7 +49,7 @@ class PolicySpec(BaseModel):
     encoder_kind: Literal["semore", "pixel"]
     agent_kind: Literal["sac", "drqv2"] = "sac"  # the actor's shape: tanh-Gaussian mean or DrQ-v2 trunk
     # The encoder settings that shape the graph (widths, layers, fusion, motion path, grid).
-    encoder_options: dict[str, str | int] = Field(default_factory=dict)
+    encoder_options: dict[str, str | bool | int] = Field(default_factory=dict)
     teacher_kind: str
     training_frames: int = Field(ge=0)
     checkpoint_sha256: str = ""

@@ -126,6 +126,11 @@ class EncoderConfig(Strict):
         description="newest: the semantic path reads the newest frame (the paper); stack: all K "
         "frames, as the pixel encoder does, so it sees velocity too",
     )
+    knowledge_attention: bool = Field(
+        True,
+        description="false: each path's latent reads its own map only, with no knowledge tokens "
+        "attending to it (an ablation: the knowledge head then only serves the auxiliary losses)",
+    )
     motion_path: Literal["light", "full"] = Field(
         "light",
         description="light: half the channels and one more stride-2 layer (SlowFast's fast pathway); "

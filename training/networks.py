@@ -148,8 +148,12 @@ class PathLatent(nn.Module):
         weight = self.linear.weight.view(dim, -1, self.side, self.side)
         return self.tokens.sum_cells(weight).transpose(1, 2).reshape(dim, -1)
 
-    def forward(self, feature_map: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.linear(feature_map.flatten(1)) + attended.flatten(1) @ self.token_weights().T)
+    def forward(self, feature_map: torch.Tensor, attended: torch.Tensor | None = None) -> torch.Tensor:
+        """attended: [B, grid^2, C], or None without knowledge attention."""
+        projected = self.linear(feature_map.flatten(1))
+        if attended is not None:
+            projected = projected + attended.flatten(1) @ self.token_weights().T
+        return self.norm(projected)
 
 
 class BilinearFusion(nn.Module):
@@ -217,9 +221,11 @@ class SemoreEncoder(nn.Module):
         self.knowledge_head = nn.Sequential(
             nn.Conv2d(sem_ch, sem_ch // 2, 1), nn.ReLU(), nn.Conv2d(sem_ch // 2, 1, 1)
         )
-        self.position = nn.Parameter(torch.zeros(1, self.grid * self.grid, sem_ch))
-        self.semantic_attention = KnowledgeAttention(sem_ch, sem_ch)
-        self.motion_attention = KnowledgeAttention(sem_ch, mot_ch)
+        self.attention = config.knowledge_attention
+        if self.attention:
+            self.position = nn.Parameter(torch.zeros(1, self.grid * self.grid, sem_ch))
+            self.semantic_attention = KnowledgeAttention(sem_ch, sem_ch)
+            self.motion_attention = KnowledgeAttention(sem_ch, mot_ch)
         fdim = config.feature_dim
         self.semantic_latent = PathLatent(sem_ch, self.side, self.grid, fdim)
         self.motion_latent = PathLatent(mot_ch, motion_side, self.grid, fdim)
@@ -240,19 +246,21 @@ class SemoreEncoder(nn.Module):
         semantic = self.semantic_features(x)
         motion = self.motion_convs(x[:, 3:] - x[:, :-3])
         knowledge_logits = self.knowledge_head(semantic)
-        gate = torch.sigmoid(knowledge_logits)
-        if self.detach_gate:  # only the knowledge-map loss trains the head: it stays the teacher's
-            gate = gate.detach()
-        semantic_tokens = self.semantic_latent.tokens
-        knowledge = semantic_tokens.pool(semantic * gate) + self.position
-        z_sem = self.semantic_latent(
-            semantic, self.semantic_attention(knowledge, semantic_tokens.pool(semantic))
-        )
-        # The motion path's queries are a stop-gradient copy of the knowledge tokens, so the
-        # transition loss (and the critic, through z_mot) trains the motion path and the query
-        # projection, never the semantic convs: each auxiliary loss stays on its own path.
-        motion_tokens = self.motion_latent.tokens.pool(motion)
-        z_mot = self.motion_latent(motion, self.motion_attention(knowledge.detach(), motion_tokens))
+        attended_semantic = attended_motion = None  # without knowledge attention: each map alone
+        if self.attention:
+            gate = torch.sigmoid(knowledge_logits)
+            if self.detach_gate:  # only the knowledge-map loss trains the head: it stays the teacher's
+                gate = gate.detach()
+            semantic_tokens = self.semantic_latent.tokens
+            knowledge = semantic_tokens.pool(semantic * gate) + self.position
+            attended_semantic = self.semantic_attention(knowledge, semantic_tokens.pool(semantic))
+            # The motion path's queries are a stop-gradient copy of the knowledge tokens, so the
+            # transition loss (and the critic, through z_mot) trains the motion path and the query
+            # projection, never the semantic convs: each auxiliary loss stays on its own path.
+            motion_tokens = self.motion_latent.tokens.pool(motion)
+            attended_motion = self.motion_attention(knowledge.detach(), motion_tokens)
+        z_sem = self.semantic_latent(semantic, attended_semantic)
+        z_mot = self.motion_latent(motion, attended_motion)
         fused = torch.tanh(self.fuse_norm(self.fuse(z_sem, z_mot)))
         return Encoding(fused, z_sem, z_mot, knowledge_logits, semantic)
 

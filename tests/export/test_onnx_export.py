@@ -36,6 +36,13 @@ def test_parity_for_both_encoders_on_real_and_random_frames(exported):
     print(f"{report.spec.encoder_kind}: max |onnx - torch| = {report.worst:.2e}")
 
 
+def test_the_attention_ablation_exports_with_parity_and_names_its_switch_in_the_spec(tmp_path):
+    make_checkpoint(tmp_path / "checkpoint.pt", "semore", extra=("encoder.knowledge_attention=false",))
+    report = export_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "policy.onnx")
+    assert report.worst <= FP32_TOLERANCE
+    assert report.spec.encoder_options["knowledge_attention"] is False
+
+
 def test_file_is_valid_self_describing_and_batch_dynamic(exported):
     config, _, report = exported
     model = onnx.load(str(report.path))

@@ -56,10 +56,12 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
-def make_checkpoint(path: Path, encoder: str, seed: int = 0, learner: str = "sac"):
-    """A checkpoint as semore-train writes it, from a freshly initialised agent."""
+def make_checkpoint(
+    path: Path, encoder: str, seed: int = 0, learner: str = "sac", extra: tuple[str, ...] = ()
+):
+    """A checkpoint as semore-train writes it, from a freshly initialised agent; `extra`: more overrides."""
     overrides = [*TINY, *CARTPOLE, f"encoder.kind={encoder}", "env.image_size=48", "encoder.layers=3"]
-    overrides.append(f"agent.kind={learner}")
+    overrides += [f"agent.kind={learner}", *extra]
     if encoder == "pixel":
         overrides.append("teacher.kind=none")
     config = load_config(overrides=overrides)

@@ -171,6 +171,24 @@ def test_fusion_and_motion_path_switches_keep_the_feature_contract(fusion, motio
     assert encoder.motion_convs[0].out_channels == (4 if motion_path == "light" else 8)
 
 
+@pytest.mark.parametrize("attention", [True, False])
+def test_knowledge_attention_switch_decides_whether_the_knowledge_head_shapes_the_latents(attention):
+    config = EncoderConfig(
+        kind="semore", channels=8, feature_dim=10, attention_grid=3, knowledge_attention=attention
+    )
+    encoder = make_encoder(config, frame_stack=3, image_size=48)
+    names = {name for name, _ in encoder.named_parameters()}
+    assert ("position" in names) == attention and any("attention" in n for n in names) == attention
+    x = preprocess(frames(2, 3, 48))
+    before = encoder(x)
+    with torch.no_grad():
+        encoder.knowledge_head[-1].bias.add_(5.0)  # a different predicted map
+    after = encoder(x)
+    assert before.feature.shape == (2, 20)
+    assert torch.equal(after.semantic, before.semantic) != attention
+    assert not torch.equal(after.knowledge_logits, before.knowledge_logits)
+
+
 @pytest.mark.parametrize("semantic_input, frames_read", [("newest", 1), ("stack", 3)])
 def test_semantic_input_switch_sets_which_frames_the_semantic_path_reads(semantic_input, frames_read):
     config = EncoderConfig(
