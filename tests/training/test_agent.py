@@ -172,6 +172,8 @@ def test_with_a_detached_gate_only_the_map_loss_trains_the_knowledge_head(gate, 
     torch.manual_seed(0)
     config = config_with(f"encoder.knowledge_gate={gate}")
     agent = make_agent(config, 1, CPU)
+    # As after some training: the attention branches have grown from their zero start.
+    torch.nn.init.normal_(agent.encoder.semantic_attention.out.weight)
     x = agent._frames(synthetic_batch(config, 1, np.random.default_rng(0)).obs)
     agent.encoder(x).feature.sum().backward()  # what the critic's gradient reaches
     assert (grads_of(agent.encoder.knowledge_head) > 0) == trained

@@ -180,6 +180,8 @@ def test_knowledge_attention_switch_decides_whether_the_knowledge_head_shapes_th
     names = {name for name, _ in encoder.named_parameters()}
     assert ("position" in names) == attention and any("attention" in n for n in names) == attention
     x = preprocess(frames(2, 3, 48))
+    if attention:  # as after some training: the attention branch has grown from its zero start
+        torch.nn.init.normal_(encoder.semantic_attention.out.weight)
     before = encoder(x)
     with torch.no_grad():
         encoder.knowledge_head[-1].bias.add_(5.0)  # a different predicted map
@@ -187,6 +189,20 @@ def test_knowledge_attention_switch_decides_whether_the_knowledge_head_shapes_th
     assert before.feature.shape == (2, 20)
     assert torch.equal(after.semantic, before.semantic) != attention
     assert not torch.equal(after.knowledge_logits, before.knowledge_logits)
+
+
+def test_a_fresh_encoder_starts_with_its_attention_branches_at_zero():
+    """Each path's latent starts as its map's own; the attention grows in with training."""
+    config = EncoderConfig(kind="semore", channels=8, feature_dim=10, attention_grid=3)
+    encoder = make_encoder(config, frame_stack=3, image_size=48)
+    x = preprocess(frames(2, 3, 48))
+    out = encoder(x)
+    assert torch.equal(out.semantic, encoder.semantic_latent(encoder.semantic_features(x)))
+    motion = encoder.motion_convs(x[:, 3:] - x[:, :-3])
+    assert torch.equal(out.motion, encoder.motion_latent(motion))
+    # Zero at the start, but trained: the branch's output layer gets gradients from the first step.
+    out.feature.sum().backward()
+    assert encoder.semantic_attention.out.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("semantic_input, frames_read", [("newest", 1), ("stack", 3)])
