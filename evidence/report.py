@@ -33,6 +33,7 @@ class Run:
     curve: list[dict]
     clean: float
     perturbed: dict[str, float] = field(default_factory=dict)
+    commit: str | None = None  # the code that trained it (semore-sweep records it)
 
 
 def load_runs(sweep: Path, spec: dict) -> list[Run]:
@@ -51,7 +52,17 @@ def load_runs(sweep: Path, spec: dict) -> list[Run]:
         summary = folder / "run" / "summary.json"
         curve = json.loads(summary.read_text())["curve"] if summary.exists() else []
         perturbed = {name: evals[name] for name in spec["eval"]["perturbations"] if name in evals}
-        runs.append(Run(trial["task"], trial["arm"], trial["seed"], curve, evals["clean"], perturbed))
+        runs.append(
+            Run(
+                trial["task"],
+                trial["arm"],
+                trial["seed"],
+                curve,
+                evals["clean"],
+                perturbed,
+                trial.get("commit"),
+            )
+        )
     return runs
 
 
@@ -92,6 +103,7 @@ def empty_arm(perturbations: list[str]) -> dict:
         "frames_to_threshold": {"median": None, "reached": 0, "per_run": {}},
         "retention": {p: {"mean": None, "ci_low": None, "ci_high": None} for p in perturbations},
         "curve": [],
+        "commits": [],
     }
 
 
@@ -151,6 +163,7 @@ def summarise_arm(
         for rs in by_task
     ]
     entry["curve"] = stats.iqm_curve(curves, horizon, reps, seed)
+    entry["commits"] = sorted({r.commit for r in runs if r.commit})
     return entry
 
 
@@ -313,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(text)
     if args.curves:
         args.curves.write_text(json.dumps(trial_curves(args.sweep), indent=1) + "\n")
+    for arm, entry in report["arms"].items():
+        if len(entry["commits"]) > 1:  # e.g. a sweep resumed after the learner changed
+            print(
+                f"semore-report: warning: arm {arm!r} pools runs trained at commits "
+                f"{', '.join(entry['commits'])}; they compare only if the code they ran is the same",
+                file=sys.stderr,
+            )
     table = markdown(report, perturbations)
     (out / "report.md").write_text(table)
     plot(report, perturbations, out)

@@ -143,6 +143,17 @@ def test_a_report_of_a_finished_sweep(finished_sweep, tmp_path, capsys):
     assert table.startswith((finished_sweep / "report/report.md").read_text())
 
 
+def test_runs_from_different_commits_in_one_arm_are_named_and_warned_about(finished_sweep, capsys):
+    for seed, commit in [(1, "aaaaaaa"), (2, "aaaaaaa"), (3, "bbbbbbb")]:
+        path = finished_sweep / f"trials/cartpole_balance/semore/seed{seed}/trial.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"commit": commit}))
+    assert semore_report([str(finished_sweep), "--reps", "100"]) == 0
+    arms = json.loads((finished_sweep / "report/report.json").read_text())["arms"]
+    assert arms["semore"]["commits"] == ["aaaaaaa", "bbbbbbb"] and arms["pixel"]["commits"] == []
+    warning = capsys.readouterr().err
+    assert "arm 'semore' pools runs trained at commits aaaaaaa, bbbbbbb" in warning and "pixel" not in warning
+
+
 def test_an_arm_without_finished_runs_and_a_run_that_stopped_early(make_sweep, tmp_path):
     sweep = make_sweep(
         {"pixel": [300.0, 400.0], "semore": [700.0, 900.0]},
