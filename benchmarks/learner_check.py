@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 from evidence import stats
+from evidence.spec import SweepSpec
+from evidence.trial import read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SPREADS = ("spread_feature", "spread_semantic", "spread_motion")
@@ -53,42 +55,30 @@ def seed_result(folder: Path, threshold: float) -> dict:
 
 def check(sweep: Path) -> tuple[dict, list[str]]:
     """The results (every arm of the sweep) and a line for each trial not finished yet."""
-    spec = json.loads((sweep / "sweep.json").read_text())
-    threshold = spec["threshold"]
+    spec = SweepSpec.model_validate_json((sweep / "sweep.json").read_text())
     results: dict = {
-        "setting": f"sweeps/cpu_evidence.yaml: {spec['base']} with {', '.join(spec['set'])}",
-        "target_return": threshold,
-        "sweep": spec["name"],
-        "machine": f"{os.cpu_count()} CPU cores, no GPU; {spec['max_concurrent']} trials at a time, "
-        f"{spec['resources']['cpus']:g} CPU each",
+        "setting": f"sweeps/cpu_evidence.yaml: {spec.base} with {', '.join(spec.set)}",
+        "target_return": spec.threshold,
+        "sweep": spec.name,
+        "machine": f"{os.cpu_count()} CPU cores, no GPU; {spec.max_concurrent} trials at a time, "
+        f"{spec.resources.cpus:g} CPU each",
         "note": "frames are the figure that counts; seconds are context (machine speed varies up to 2x)",
-        "arms": {},
+        "arms": {arm: {"overrides": overrides, "seeds": {}} for arm, overrides in spec.arms.items()},
     }
     unfinished = []
-    for task in spec["tasks"]:
-        for arm, overrides in spec["arms"].items():
-            seeds = {}
-            for seed in spec["seeds"]:
-                folder = sweep / "trials" / task / arm / f"seed{seed}"
-                state = (
-                    json.loads((folder / "trial.json").read_text())
-                    if (folder / "trial.json").exists()
-                    else {}
-                )
-                if state.get("state") == "done":
-                    seeds[str(seed)] = seed_result(folder, threshold)
-                else:
-                    frames = state.get("frames", 0)
-                    unfinished.append(f"{arm} seed {seed}: {state.get('state', 'pending')} ({frames} frames)")
-            results["arms"][arm] = {
-                "overrides": overrides,
-                "seeds": seeds,
-                "finished_seeds": len(seeds),
-                "median_frames_to_800": stats.median_frames([r["frames_to_800"] for r in seeds.values()])
-                if seeds
-                else None,
-                "seeds_reaching_800": sum(r["frames_to_800"] is not None for r in seeds.values()),
-            }
+    for trial in spec.trials(sweep):
+        state = read_state(trial)
+        if state["state"] == "done":
+            results["arms"][trial.arm]["seeds"][str(trial.seed)] = seed_result(trial.folder, spec.threshold)
+        else:
+            unfinished.append(
+                f"{trial.arm} seed {trial.seed}: {state['state']} ({state.get('frames', 0)} frames)"
+            )
+    for entry in results["arms"].values():
+        reached = [r["frames_to_800"] for r in entry["seeds"].values()]
+        entry["finished_seeds"] = len(reached)
+        entry["median_frames_to_800"] = stats.median_frames(reached)
+        entry["seeds_reaching_800"] = sum(r is not None for r in reached)
     return results, unfinished
 
 
