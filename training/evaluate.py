@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             video,
             on_reset=on_reset,
         )
+    except RuntimeError as exc:  # NonFiniteActionError, or a PolicyServerError after the retries
+        print(f"semore-eval: the evaluation stopped mid-episode: {exc}", file=sys.stderr)
+        return 1
     finally:
         close()
     latency_ms = 1000 * np.asarray(stats.policy_seconds)

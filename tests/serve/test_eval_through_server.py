@@ -2,9 +2,12 @@
 simulation through the server, gives what the in-process evaluation gives."""
 
 import json
+import threading
+import time
 
 from export.onnx_export import export_checkpoint
 from serve.server import build_server
+from tests.helpers.serving import build_tiny_policy
 from tests.helpers.training import make_checkpoint
 from training.evaluate import main as semore_eval
 
@@ -30,3 +33,28 @@ def test_semore_eval_through_the_server_matches_in_process(tmp_path):
     # Thread counts differ, so actions may differ in the last float bits and episodes may drift.
     assert abs(served["mean_return"] - local["mean_return"]) < 0.15 * local["mean_return"]
     assert served["latency_ms_p50"] > 0
+
+
+def test_semore_eval_names_a_server_lost_mid_episode(tmp_path, capsys):
+    policy = build_tiny_policy(
+        tmp_path / "policy.onnx", action_dim=1, spec_overrides={"env_id": "dmc:cartpole-balance"}
+    )
+    server = build_server(model=policy, port=0, device="cpu").start()
+
+    def stop_once_streaming() -> None:
+        deadline = time.monotonic() + 60
+        while server.active_streams == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # some steps into the first episode
+        server.stop(grace=0)
+
+    stopper = threading.Thread(target=stop_once_streaming)
+    stopper.start()
+    try:
+        code = semore_eval(["--server", server.address, "--episodes", "50"])
+    finally:
+        stopper.join()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "semore-eval: the evaluation stopped mid-episode: UNAVAILABLE" in err
+    assert "Traceback" not in err
