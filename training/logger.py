@@ -33,6 +33,22 @@ class RunLogger:
         for name, value in values.items():
             self.tensorboard.add_scalar(f"{kind}/{name}", value, frames)
 
+    def drop_rows_after(self, frames: int) -> None:
+        """Forgets the CSV rows past `frames`: a run resumed from its checkpoint at `frames` logs
+        them again, and a curve with two rows at one frame count (an evaluation of the lost run,
+        then of the resumed one) would be read twice."""
+        for path in self.out_dir.glob("*.csv"):
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                columns, rows = reader.fieldnames, list(reader)
+            kept = [row for row in rows if int(float(row["frames"])) <= frames]
+            if columns is None or len(kept) == len(rows):
+                continue
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                writer.writerows(kept)
+
     def close(self) -> None:
         self.tensorboard.close()
 

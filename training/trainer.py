@@ -232,6 +232,7 @@ class Trainer:
             self.labels.label_seconds, self.labels.wait_seconds = state["teacher_seconds"]
         if self.replay_path.exists():
             self.replay.load(self.replay_path)
+        self.logger.drop_rows_after(self.frames)
         if self.finished:
             print(f"{self.out_dir} already finished at {self.frames} frames: nothing to resume")
         else:
