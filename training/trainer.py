@@ -76,8 +76,11 @@ class Trainer:
         self.curve: list[dict] = []
         self.finished = False  # reached train.frames or train.stop_at_return
         self.progress: Progress | None = None  # while run() runs
-        if resume and self.checkpoint_path.exists():
-            self._restore()
+        if resume:
+            if self.checkpoint_path.exists():
+                self._restore()
+            # What was logged past the checkpoint (everything, without one) is logged again.
+            self.logger.drop_rows_after(self.frames)
 
     @property
     def frames(self) -> int:
@@ -232,7 +235,6 @@ class Trainer:
             self.labels.label_seconds, self.labels.wait_seconds = state["teacher_seconds"]
         if self.replay_path.exists():
             self.replay.load(self.replay_path)
-        self.logger.drop_rows_after(self.frames)
         if self.finished:
             print(f"{self.out_dir} already finished at {self.frames} frames: nothing to resume")
         else:
