@@ -11,9 +11,9 @@ time with one thread each, and a sweep cut short resumes. Train them, then read 
 Writes benchmarks/results/learner_check.json: for each arm and finished seed, the frames to the
 first evaluation at or above the spec's threshold (800; null if never within the budget), the
 best and final evaluation return (the best is descriptive, never the result), the latent spreads
-at the last update, the wall time and the commit that trained it; for each arm the median frames
-to 800 over its finished seeds (a seed that never got there counts as never; null when more than
-half never did). Prints a table, with the trials still running or pending.
+at the last update, the wall time, the commit that trained it and its exported policy's returns
+(clean and under each perturbation); for each arm the median frames to 800 over its finished
+seeds (a seed that never got there counts as never; null when more than half never did). Prints a table, with the trials still running or pending.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ def seed_result(folder: Path, threshold: float) -> dict:
         "ms_per_frame": round(1000 * summary["seconds"] / max(summary["frames"], 1), 2),
         "spreads": {k: round(float(last_update[k]), 4) for k in SPREADS if last_update.get(k)},
         "commit": trial.get("commit"),
+        # The exported policy's mean return (semore-eval, clean and under each perturbation).
+        "exported_policy": {
+            e.stem: json.loads(e.read_text())["mean_return"] for e in sorted((folder / "eval").glob("*.json"))
+        },
         "curve": curve,
     }
 
