@@ -13,7 +13,8 @@ first evaluation at or above the spec's threshold (800; null if never within the
 best and final evaluation return (the best is descriptive, never the result), the latent spreads
 at the last update, the wall time, the commit that trained it and its exported policy's returns
 (clean and under each perturbation); for each arm the median frames to 800 over its finished
-seeds (a seed that never got there counts as never; null when more than half never did). Prints a table, with the trials still running or pending.
+seeds (a seed that never got there counts as never; null when more than half never did). Prints
+a table, with the trials still running or pending.
 """
 
 from __future__ import annotations
