@@ -1,5 +1,7 @@
-"""semore-report: the statistics of a sweep (IQM, bootstrap CIs, probability of improvement,
-IQM curves, frames to threshold, retention under perturbations), as JSON, markdown and PNGs.
+"""semore-report: a sweep's statistics as JSON, markdown and PNGs.
+
+IQM and mean with bootstrap CIs, probability of improvement, IQM curves, frames to threshold,
+and retention under perturbations.
 
     semore-report sweeps-out/NAME [--out DIR] [--json benchmarks/results/evidence_cpu.json]
                   [--curves PATH] [--reps 2000] [--seed 0]
