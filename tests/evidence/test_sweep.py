@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from evidence.spec import load_spec
 from tests.helpers.training import ROOT
 
 
@@ -106,3 +107,9 @@ def test_a_bad_override_fails_before_any_work_naming_the_trial_and_field(tmp_pat
     message = proc.stdout.read()
     assert "cartpole_balance/typo/seed1" in message and "agent.lrr" in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_spec_loads_with_every_trial_config_valid(path):
+    spec = load_spec(path)
+    assert spec.baseline in spec.arms and spec.trials(ROOT / "sweeps-out" / spec.name)
