@@ -312,13 +312,25 @@ class SacAgent(Agent):
 
 class DrQV2Agent(Agent):
     """DrQ-v2: DDPG with clipped double Q, exploration std linear in frames (agent.noise_std over
-    agent.noise_frames), noise clipped to agent.noise_clip in the target and the actor update."""
+    agent.noise_frames), noise clipped to agent.noise_clip in the target and the actor update.
+
+    `actor_pre_tanh` (the update log's mean |pre-tanh action|) shows a saturated actor. The action
+    clamp passes gradients straight through, and Adam's steps stay lr-sized as the gradient
+    shrinks, so once the critic favours a bound the mean runs past it until tanh's gradient falls
+    under Adam's eps, and then it stays there when the critic changes its mind. Measured: at the
+    quickstart settings (lr 1e-3) the pixel DrQ-v2 actor's mean sat near -27.6 and acted -1 in every
+    state for 30k frames while its critic favoured +0.75 (training.md, "DrQ-v2 learner at the reference settings").
+    """
 
     def __init__(
         self, config: RunConfig, action_dim: int, device: torch.device, embedding_dim: int | None = None
     ) -> None:
         super().__init__(config, action_dim, device, embedding_dim)
-        self.actor_metrics = {"actor": float("nan"), "noise_std": float("nan")}
+        self.actor_metrics = {
+            "actor": float("nan"),
+            "noise_std": float("nan"),
+            "actor_pre_tanh": float("nan"),
+        }
 
     def noise_std(self, frames: int) -> float:
         start, end = self.config.agent.noise_std
@@ -341,7 +353,9 @@ class DrQV2Agent(Agent):
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
-        return {"actor": float(actor_loss.detach()), "noise_std": std}
+        with torch.no_grad():
+            pre_tanh = self.actor.pre_tanh(feature).abs().mean()
+        return {"actor": float(actor_loss.detach()), "noise_std": std, "actor_pre_tanh": float(pre_tanh)}
 
 
 def make_agent(

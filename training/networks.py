@@ -338,8 +338,11 @@ class DeterministicActor(nn.Module):
         self.net = mlp(trunk_dim, hidden, action_dim)
         self.apply(orthogonal_init)
 
+    def pre_tanh(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.net(self.trunk(feature))
+
     def mean_action(self, feature: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(self.trunk(feature)))
+        return torch.tanh(self.pre_tanh(feature))
 
     def sample(self, feature: torch.Tensor, std: float, clip: float | None = None) -> torch.Tensor:
         """mu + N(0, std), the noise clipped to +-clip when given, the action clamped to [-1, 1].

@@ -66,6 +66,20 @@ def test_drqv2_exploration_std_falls_linearly_in_frames_then_stays():
     assert agent.noise_std(1000) == agent.noise_std(10**6) == pytest.approx(0.1)
 
 
+def test_drqv2_logs_how_far_past_tanh_the_actor_mean_is():
+    """A saturated actor (tanh's gradient near 0) shows in the update log, not only in flat returns."""
+    torch.manual_seed(0)
+    config = config_with("agent.kind=drqv2", "agent.actor_update_every=1")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0))
+    fresh = agent.update(batch, frames=1000)["actor_pre_tanh"]
+    with torch.no_grad():
+        agent.actor.net[-1].bias.fill_(-30.0)
+    saturated = agent.update(batch, frames=1000)["actor_pre_tanh"]
+    assert fresh < 3 < 25 < saturated
+    np.testing.assert_array_equal(agent.act(batch.obs[0], explore=False), [-1.0])
+
+
 @pytest.mark.parametrize("kind", ["sac", "drqv2"])
 def test_both_learners_update_and_round_trip_their_state(kind):
     torch.manual_seed(0)
