@@ -318,8 +318,9 @@ class DrQV2Agent(Agent):
     clamp passes gradients straight through, and Adam's steps stay lr-sized as the gradient
     shrinks, so once the critic favours a bound the mean runs past it until tanh's gradient falls
     under Adam's eps, and then it stays there when the critic changes its mind. Measured: at the
-    quickstart settings (lr 1e-3) the pixel DrQ-v2 actor's mean sat near -27.6 and acted -1 in every
-    state for 30k frames while its critic favoured +0.75 (training.md, "DrQ-v2 learner at the reference settings").
+    quickstart settings (lr 1e-3) the pixel DrQ-v2 actor's mean sat near -27.6 and acted -1 in
+    every state for 30k frames while its critic favoured +0.75 (training.md, "DrQ-v2 learner at
+    the reference settings").
     """
 
     def __init__(
