@@ -26,6 +26,7 @@ import torch
 from training.agent import make_agent
 from training.checkpoint import CHECKPOINT_NAME, REPLAY_NAME, load
 from training.config import RunConfig
+from training.networks import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = torch.linspace(-1.0, 1.0, 9)
@@ -45,7 +46,7 @@ def read_run(run: Path, states: int) -> dict:
     index = np.linspace(k - 1, size - 1, min(states, size - k + 1)).astype(int)
     stacks = np.stack([frames[i - k + 1 : i + 1] for i in index])
     with torch.no_grad():
-        feature = agent.encoder(agent._frames(stacks)).feature
+        feature = agent.encoder(preprocess(torch.as_tensor(stacks))).feature
         pre_tanh = agent.actor.pre_tanh(feature)
         q = torch.stack(
             [torch.min(*agent.critic(feature, a.expand(len(feature), pre_tanh.shape[1]))) for a in GRID]

@@ -349,14 +349,14 @@ class DrQV2Agent(Agent):
 
     def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, float]:
         std = self.noise_std(frames)
-        action = self.actor.sample(feature, std, self.config.agent.noise_clip)
+        pre_tanh = self.actor.pre_tanh(feature)  # one pass serves the action and the saturation figure
+        action = self.actor.perturb(torch.tanh(pre_tanh), std, self.config.agent.noise_clip)
         actor_loss = -torch.min(*self.critic(feature, action)).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
-        with torch.no_grad():
-            pre_tanh = self.actor.pre_tanh(feature).abs().mean()
-        return {"actor": float(actor_loss.detach()), "noise_std": std, "actor_pre_tanh": float(pre_tanh)}
+        saturation = float(pre_tanh.detach().abs().mean())
+        return {"actor": float(actor_loss.detach()), "noise_std": std, "actor_pre_tanh": saturation}
 
 
 def make_agent(

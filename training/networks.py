@@ -345,12 +345,15 @@ class DeterministicActor(nn.Module):
         return torch.tanh(self.pre_tanh(feature))
 
     def sample(self, feature: torch.Tensor, std: float, clip: float | None = None) -> torch.Tensor:
+        return self.perturb(self.mean_action(feature), std, clip)
+
+    @staticmethod
+    def perturb(mu: torch.Tensor, std: float, clip: float | None = None) -> torch.Tensor:
         """mu + N(0, std), the noise clipped to +-clip when given, the action clamped to [-1, 1].
 
         The clamp passes gradients straight through (as DrQ-v2's truncated normal), so an action
         at a bound still tells the actor which way its mean should move.
         """
-        mu = self.mean_action(feature)
         noise = torch.randn_like(mu) * std
         if clip is not None:
             noise = noise.clamp(-clip, clip)
