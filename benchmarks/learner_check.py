@@ -11,8 +11,9 @@ time with one thread each, and a sweep cut short resumes. Train them, then read 
 Writes benchmarks/results/learner_check.json: for each arm and finished seed, the frames to the
 first evaluation at or above the spec's threshold (800; null if never within the budget), the
 best and final evaluation return (the best is descriptive, never the result), the latent spreads
-at the last update, the wall time, the commit that trained it and its exported policy's returns
-(clean and under each perturbation); for each arm the median frames to 800 over its finished
+at the last update and the means of the spreads, the reward loss and the temperature over the
+first 10k and the last 20k frames, the wall time, the commit that trained it and its exported
+policy's returns (clean and under each perturbation); for each arm the median frames to 800 over its finished
 seeds (a seed that never got there counts as never; null when more than half never did). Prints
 a table, with the trials still running or pending.
 """
@@ -32,6 +33,23 @@ from evidence.trial import read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SPREADS = ("spread_feature", "spread_semantic", "spread_motion")
+# Early and late means of the update log, to tell a seed that starts badly from one that drifts.
+WINDOWS = ((0, 10_000), (40_000, 60_000))
+WINDOW_COLUMNS = (*SPREADS, "reward", "alpha")
+
+
+def window_means(rows: list[dict]) -> dict:
+    """Per window (frames lo <= f <= hi), the mean of each logged column in WINDOW_COLUMNS."""
+    means = {}
+    for lo, hi in WINDOWS:
+        window = [r for r in rows if lo <= int(r["frames"]) <= hi]
+        columns = {}
+        for column in WINDOW_COLUMNS:
+            values = [float(r[column]) for r in window if r.get(column) not in (None, "", "nan")]
+            if values:
+                columns[column] = round(sum(values) / len(values), 4)
+        means[f"{lo // 1000}-{hi // 1000}k"] = columns
+    return means
 
 
 def seed_result(folder: Path, threshold: float) -> dict:
@@ -39,7 +57,8 @@ def seed_result(folder: Path, threshold: float) -> dict:
     summary = json.loads((folder / "run/summary.json").read_text())
     trial = json.loads((folder / "trial.json").read_text())
     with (folder / "run/update.csv").open() as f:
-        last_update = list(csv.DictReader(f))[-1]
+        updates = list(csv.DictReader(f))
+    last_update = updates[-1]
     curve = [{"frames": p["frames"], "return": p["return"]} for p in summary["curve"]]
     return {
         "frames_to_800": stats.frames_to_threshold(curve, threshold),
@@ -49,6 +68,7 @@ def seed_result(folder: Path, threshold: float) -> dict:
         "seconds": summary["seconds"],
         "ms_per_frame": round(1000 * summary["seconds"] / max(summary["frames"], 1), 2),
         "spreads": {k: round(float(last_update[k]), 4) for k in SPREADS if last_update.get(k)},
+        "update_means": window_means(updates),
         "commit": trial.get("commit"),
         # The exported policy's mean return (semore-eval, clean and under each perturbation).
         "exported_policy": {
