@@ -1,14 +1,17 @@
 """semore-report: a sweep's statistics as JSON, markdown and PNGs.
 
-IQM and mean with bootstrap CIs, probability of improvement, IQM curves, frames to threshold,
-and retention under perturbations.
+IQM and mean with bootstrap CIs, the IQM of the area under the learning curve, probability of
+improvement over the baseline arm on both, IQM curves, frames to threshold, and retention under
+perturbations.
 
     semore-report sweeps-out/NAME [--out DIR] [--json benchmarks/results/evidence_cpu.json]
                   [--curves PATH] [--reps 2000] [--seed 0]
 
 A run's score is the normalised clean return of its final, exported policy (`eval/clean.json`,
-normalised with the spec's `return_range`). Only finished trials count. No maximum over
-evaluations is reported anywhere: curves are IQMs at each frame count, scores are final policies.
+normalised with the spec's `return_range`); its area under the curve is the mean of its normalised
+evaluation returns from AUC_START_FRAMES on (evidence.stats.area_under_curve). Only finished trials
+count. No maximum over evaluations is reported anywhere: curves are IQMs at each frame count,
+scores are final policies, areas means over a window.
 The intervals come from scipy.stats.bootstrap (evidence.stats), not rliable, whose dependency arch
 7.2.0 does not import with our pandas 3.1.1.
 """
@@ -19,12 +22,19 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from evidence import stats
+from training.perturb import perturbation_name
+
+# The area under the curve starts at the first evaluation at or after this many frames: an earlier
+# one reads a policy barely past its random warm-up, the same for every arm, and would only dilute
+# the differences in how fast the arms learn.
+AUC_START_FRAMES = 5000
 
 
 @dataclass
@@ -36,6 +46,11 @@ class Run:
     clean: float
     perturbed: dict[str, float] = field(default_factory=dict)
     commit: str | None = None  # the code that trained it (semore-sweep records it)
+
+
+def perturbation_names(spec: dict) -> list[str]:
+    """The spec's perturbations by the names their evaluations are stored under (eval/NAME.json)."""
+    return [perturbation_name(p) for p in spec["eval"]["perturbations"]]
 
 
 def load_runs(sweep: Path, spec: dict) -> list[Run]:
@@ -53,7 +68,7 @@ def load_runs(sweep: Path, spec: dict) -> list[Run]:
             continue
         summary = folder / "run" / "summary.json"
         curve = json.loads(summary.read_text())["curve"] if summary.exists() else []
-        perturbed = {name: evals[name] for name in spec["eval"]["perturbations"] if name in evals}
+        perturbed = {name: evals[name] for name in perturbation_names(spec) if name in evals}
         runs.append(
             Run(
                 trial["task"],
@@ -95,13 +110,43 @@ def normalise(value: float, task: str, spec: dict) -> float:
     return (value - low) / (high - low)
 
 
+def normalised_curve(run: Run, spec: dict) -> list[dict]:
+    return [{"frames": p["frames"], "return": normalise(p["return"], run.task, spec)} for p in run.curve]
+
+
+def per_task(runs: list[Run], tasks: list[str], value: Callable[[Run], float | None]) -> list[np.ndarray]:
+    """Each task's values of its runs, a run without one (None) left out."""
+    return [np.array([v for r in runs if r.task == t and (v := value(r)) is not None]) for t in tasks]
+
+
+def improvement(
+    runs: list[Run],
+    baseline: list[Run],
+    tasks: list[str],
+    value: Callable[[Run], float | None],
+    reps: int,
+    seed: int,
+) -> dict | None:
+    """P(a run of the arm beats a run of the baseline) on `value`, with its interval, over the tasks
+    where both arms have values; None where they share none (e.g. the baseline has no finished run)."""
+    x, y = per_task(runs, tasks, value), per_task(baseline, tasks, value)
+    shared = [i for i in range(len(tasks)) if len(x[i]) and len(y[i])]
+    if not shared:
+        return None
+    point, low, high = stats.probability_of_improvement_interval(
+        [x[i] for i in shared], [y[i] for i in shared], reps, seed
+    )
+    return {"probability": point, "ci_low": low, "ci_high": high}
+
+
 def empty_arm(perturbations: list[str]) -> dict:
     """An arm with no finished run: listed, with every statistic null."""
     return {
         "seeds": 0,
         **dict.fromkeys(["iqm", "ci_low", "ci_high", "mean", "mean_ci_low", "mean_ci_high"]),
-        "prob_improvement_over_pixel": None,
-        "prob_improvement_ci": None,
+        "auc_iqm": dict.fromkeys(["iqm", "ci_low", "ci_high"]),
+        "prob_improvement": None,
+        "auc_prob_improvement": None,
         "frames_to_threshold": {"median": None, "reached": 0, "per_run": {}},
         "retention": {p: {"mean": None, "ci_low": None, "ci_high": None} for p in perturbations},
         "curve": [],
@@ -115,30 +160,37 @@ def summarise_arm(
     is_baseline: bool,
     spec: dict,
     horizon: list[int],
+    area: Callable[[Run], float | None],
     reps: int,
     seed: int,
 ) -> dict:
     """Every statistic of one arm; `baseline` is the baseline arm's runs, `horizon` the frames of the
-    sweep's longest curve (where an early-stopped run's last value is carried to)."""
-    perturbations = spec["eval"]["perturbations"]
+    sweep's longest curve (where an early-stopped run's last value is carried to), `area` a run's
+    area under the curve over the sweep's window."""
+    perturbations = perturbation_names(spec)
     if not runs:
         return empty_arm(perturbations)
     tasks = [t for t in spec["tasks"] if any(r.task == t for r in runs)]
     by_task = [[r for r in runs if r.task == t] for t in tasks]
-    scores = [np.array([normalise(r.clean, r.task, spec) for r in rs]) for rs in by_task]
+
+    def score(run: Run) -> float:
+        return normalise(run.clean, run.task, spec)
+
+    scores = per_task(runs, tasks, score)
     entry: dict = {"seeds": len(runs)}
     entry["iqm"], entry["ci_low"], entry["ci_high"] = stats.pooled_interval(scores, stats.iqm, reps, seed)
     entry["mean"], entry["mean_ci_low"], entry["mean_ci_high"] = stats.pooled_interval(
         scores, stats.mean, reps, seed
     )
+    areas = [x for x in per_task(runs, tasks, area) if len(x)]
+    point, low, high = stats.pooled_interval(areas, stats.iqm, reps, seed) if areas else (None,) * 3
+    entry["auc_iqm"] = {"iqm": point, "ci_low": low, "ci_high": high}
 
-    entry["prob_improvement_over_pixel"] = entry["prob_improvement_ci"] = None
-    shared = [t for t in tasks if any(r.task == t for r in baseline)]
-    if not is_baseline and shared:
-        x = [scores[tasks.index(t)] for t in shared]
-        y = [np.array([normalise(r.clean, t, spec) for r in baseline if r.task == t]) for t in shared]
-        point, low, high = stats.probability_of_improvement_interval(x, y, reps, seed)
-        entry["prob_improvement_over_pixel"], entry["prob_improvement_ci"] = point, [low, high]
+    # The baseline against itself is a coin toss by construction, not a finding: left null.
+    entry["prob_improvement"] = None if is_baseline else improvement(runs, baseline, tasks, score, reps, seed)
+    entry["auc_prob_improvement"] = (
+        None if is_baseline else improvement(runs, baseline, tasks, area, reps, seed)
+    )
 
     reached = {f"{r.task}/seed{r.seed}": stats.frames_to_threshold(r.curve, spec["threshold"]) for r in runs}
     entry["frames_to_threshold"] = {
@@ -157,13 +209,7 @@ def summarise_arm(
         point, low, high = stats.pooled_interval(ratios, stats.mean, reps, seed) if ratios else (None,) * 3
         entry["retention"][name] = {"mean": point, "ci_low": low, "ci_high": high}
 
-    curves = [
-        [
-            [{"frames": p["frames"], "return": normalise(p["return"], r.task, spec)} for p in r.curve]
-            for r in rs
-        ]
-        for rs in by_task
-    ]
+    curves = [[normalised_curve(r, spec) for r in rs] for rs in by_task]
     entry["curve"] = stats.iqm_curve(curves, horizon, reps, seed)
     entry["commits"] = sorted({r.commit for r in runs if r.commit})
     return entry
@@ -174,10 +220,23 @@ def build_report(sweep: Path, reps: int = 2000, seed: int = 0) -> dict:
     runs = load_runs(sweep, spec)
     longest = max((r.curve for r in runs), key=lambda c: max((p["frames"] for p in c), default=0), default=[])
     horizon = sorted(int(p["frames"]) for p in longest)
+    # One window for the whole sweep, so every arm's areas compare with the baseline's.
+    window = stats.auc_window([r.curve for r in runs if r.curve], horizon, AUC_START_FRAMES)
+
+    def area(run: Run) -> float | None:
+        return stats.area_under_curve(normalised_curve(run, spec), window)
+
     baseline = [r for r in runs if r.arm == spec["baseline"]]
     arms = {
         arm: summarise_arm(
-            [r for r in runs if r.arm == arm], baseline, arm == spec["baseline"], spec, horizon, reps, seed
+            [r for r in runs if r.arm == arm],
+            baseline,
+            arm == spec["baseline"],
+            spec,
+            horizon,
+            area,
+            reps,
+            seed,
         )
         for arm in spec["arms"]
     }
@@ -185,13 +244,18 @@ def build_report(sweep: Path, reps: int = 2000, seed: int = 0) -> dict:
         "sweep": spec["name"],
         "baseline": spec["baseline"],
         "threshold": spec["threshold"],
+        "auc_window": {"from": window[0], "to": window[-1], "evaluations": len(window)} if window else None,
         "statistics": (
             "scores are normalised clean returns ((return - low) / (high - low), per task return_range) of "
-            "each finished run's final policy; iqm/ci and mean/ci, IQM curves and retention (perturbed / "
-            "clean return) carry 95% stratified percentile bootstrap CIs (runs resampled within each task) "
-            f"from scipy.stats.bootstrap, {reps} resamples, seed {seed}; probability of improvement over "
-            f"'{spec['baseline']}' resamples both arms the same way. rliable was not used: its dependency "
-            "arch 7.2.0 does not import with pandas 3.1.1 (TypeError in deprecate_kwarg)"
+            "each finished run's final policy; a run's area under the curve (auc) is the mean of its "
+            "normalised evaluation returns at the auc_window frame counts (those every run was evaluated "
+            f"at from {AUC_START_FRAMES} frames on, an early-stopped run's last return carried forward); "
+            "iqm/ci, mean/ci, auc_iqm, IQM curves and retention (perturbed / clean return) carry 95% "
+            "stratified percentile bootstrap CIs (runs resampled within each task) from "
+            f"scipy.stats.bootstrap, {reps} resamples, seed {seed}; prob_improvement (final score) and "
+            f"auc_prob_improvement (auc), P(a run beats a run of the baseline '{spec['baseline']}'), "
+            "resample both arms the same way. rliable was not used: its dependency arch 7.2.0 does not "
+            "import with pandas 3.1.1 (TypeError in deprecate_kwarg)"
         ),
         "tasks": list(spec["tasks"]),
         "arms": arms,
@@ -204,20 +268,27 @@ def _ci(point, low, high, digits: int = 3) -> str:
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def _probability(entry: dict | None) -> str:
+    return "-" if entry is None else _ci(entry["probability"], entry["ci_low"], entry["ci_high"], digits=2)
+
+
 def markdown(report: dict, perturbations: list[str]) -> str:
-    """One row per arm: the scores, P(improvement), frames to threshold, then retention per perturbation."""
+    """One row per arm: the scores, the area under the curve, P(improvement) on each, frames to
+    threshold, then retention per perturbation."""
+    window = report["auc_window"]
     head = [
         "arm",
         "runs",
         "IQM [95% CI]",
         "mean [95% CI]",
+        "AUC IQM" + (f" ({window['from']}-{window['to']} frames)" if window else "") + " [95% CI]",
         f"P(> {report['baseline']}) [95% CI]",
+        f"AUC P(> {report['baseline']}) [95% CI]",
         f"frames to {report['threshold']:g} (median, reached)",
         *(f"retention: {p}" for p in perturbations),
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, e in report["arms"].items():
-        poi = e["prob_improvement_over_pixel"]
         ttt = e["frames_to_threshold"]
         median = "never" if ttt["median"] is None else f"{ttt['median']:.0f}"
         cells = [
@@ -225,7 +296,9 @@ def markdown(report: dict, perturbations: list[str]) -> str:
             str(e["seeds"]),
             _ci(e["iqm"], e["ci_low"], e["ci_high"]),
             _ci(e["mean"], e["mean_ci_low"], e["mean_ci_high"]),
-            "-" if poi is None else _ci(poi, *e["prob_improvement_ci"], digits=2),
+            _ci(e["auc_iqm"]["iqm"], e["auc_iqm"]["ci_low"], e["auc_iqm"]["ci_high"]),
+            _probability(e["prob_improvement"]),
+            _probability(e["auc_prob_improvement"]),
             "-" if not e["seeds"] else f"{median} ({ttt['reached']}/{len(ttt['per_run'])})",
             *(
                 _ci(*(e["retention"][p][k] for k in ("mean", "ci_low", "ci_high")), digits=2)
@@ -318,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"semore-report: {args.sweep} holds no sweep (no sweep.json)", file=sys.stderr)
         return 2
     report = _finite(build_report(args.sweep, args.reps, args.seed))
-    perturbations = json.loads((args.sweep / "sweep.json").read_text())["eval"]["perturbations"]
+    perturbations = perturbation_names(json.loads((args.sweep / "sweep.json").read_text()))
     out = args.out or args.sweep / "report"
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"

@@ -13,8 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from training.backgrounds import media_files
 from training.config import ConfigError, load_config
-from training.perturb import PERTURBATIONS
+from training.perturb import CHOICES, parse_perturbation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +35,22 @@ class EvalSpec(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> EvalSpec:
-        unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
+        parsed, unknown = [], []
+        for spec in self.perturbations:
+            try:
+                parsed.append(parse_perturbation(spec))
+            except ValueError:
+                unknown.append(spec)
         if unknown:
+            raise ValueError(f"eval.perturbations: unknown {unknown} (choose from {', '.join(CHOICES)})")
+        names = [name for name, _ in parsed]
+        if shared := sorted({name for name in names if names.count(name) > 1}):
             raise ValueError(
-                f"eval.perturbations: unknown {unknown} (choose from {', '.join(PERTURBATIONS)})"
+                f"eval.perturbations: more than one is named {shared} (each is stored as eval/NAME.json)"
             )
+        for name, folder in parsed:
+            if name == "video":  # semore-eval runs in the repository root, so the folder is relative to it
+                media_files(ROOT / folder, "eval.perturbations")
         return self
 
 

@@ -7,7 +7,8 @@ rliable computes these, but its `arch` dependency (7.2.0) fails to import with o
   (scipy.stats.bootstrap resamples each sample it is given on its own), and a 95% percentile
   interval is read off the aggregate of the concatenation;
 - probability of improvement P(X > Y): per task, the share of run pairs (x, y) with x > y, ties
-  counting one half, averaged over tasks; its interval resamples both arms within each task.
+  counting one half, averaged over tasks; its interval resamples both arms within each task;
+- area under the learning curve: a run's mean evaluation return over a window of frames.
 
 Curves here are lists of {"frames", "return"} points, as `run/summary.json` stores them.
 """
@@ -142,6 +143,27 @@ def common_frames(curves: Sequence[Sequence[dict]], horizon: Sequence[int]) -> l
         own |= {int(f) for f in horizon if f > max(own, default=math.inf)}
         common = own if common is None else common & own
     return sorted(common or ())
+
+
+def auc_window(curves: Sequence[Sequence[dict]], horizon: Sequence[int], start: int) -> list[int]:
+    """The frame counts from `start` on that every run was evaluated at (`common_frames`, an early
+    stop carried to the horizon): the one window the areas of all the runs compared are read over."""
+    return [f for f in common_frames(curves, horizon) if f >= start]
+
+
+def area_under_curve(curve: Sequence[dict], window: Sequence[int]) -> float | None:
+    """The area under a run's learning curve: the mean of its returns at the window's frame counts;
+    None where the run has no evaluation or the window no frame count.
+
+    Every run compared is read over the same window (`auc_window`): a run that stopped early counts
+    its last return at each frame count past its stop (the return its exported policy was stopped
+    at) rather than averaging over a shorter window of its own, and a run evaluated more often than
+    the others is read only where they all were. A mean over the points rather than a trapezoid, so
+    the figure stays in a return's units and each evaluation weighs the same however they are spaced.
+    """
+    if not curve or not window:
+        return None
+    return float(np.mean(curve_on_grid(curve, window)))
 
 
 def iqm_curve(

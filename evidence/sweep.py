@@ -108,7 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="an existing Ray cluster (ray start --head ...); default: local")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
     parser.add_argument("--backend", choices=["ray", "local"], default="ray")
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="trials at a time, in place of the spec's max_concurrent: a larger machine runs more "
+        "at once, and what each trial measures stays the same",
+    )
     args = parser.parse_args(argv)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        print("semore-sweep: --max-concurrent must be at least 1", file=sys.stderr)
+        return 2
     try:
         spec = load_spec(args.spec)
     except SpecError as exc:
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stored.write_text(json.dumps(resolved, indent=2) + "\n")
 
+    if args.max_concurrent is not None:
+        spec = spec.model_copy(update={"max_concurrent": args.max_concurrent})
     trials = spec.trials(args.out)
     pending = [t for t in trials if read_state(t)["state"] != "done"]
     print(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evidence.spec import ROOT, SweepSpec, Trial
+from training.perturb import perturbation_name
 
 POLL_SECONDS = 5.0
 _running: set[subprocess.Popen] = set()
@@ -139,7 +140,8 @@ def run_trial(trial: Trial, spec: SweepSpec, report: Callable[[dict], None] | No
                 env,
             )
         (folder / "eval").mkdir(exist_ok=True)
-        for name in ["clean", *spec.eval.perturbations]:
+        for perturbation in ["clean", *spec.eval.perturbations]:
+            name = perturbation if perturbation == "clean" else perturbation_name(perturbation)
             out = folder / "eval" / f"{name}.json"
             if out.exists():
                 continue
@@ -152,8 +154,8 @@ def run_trial(trial: Trial, spec: SweepSpec, report: Callable[[dict], None] | No
                 "--device",
                 spec.eval.device,
             ]
-            if name != "clean":
-                cmd += ["--perturb", name, "--perturb-level", str(spec.eval.level)]
+            if perturbation != "clean":
+                cmd += ["--perturb", perturbation, "--perturb-level", str(spec.eval.level)]
             _step(cmd, log, env)
     except BaseException as exc:
         frames, latest = progress(trial)

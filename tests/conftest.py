@@ -9,7 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from tests.helpers.training import TINY  # noqa: E402
+from tests.helpers.training import PIXEL_ARM, TINY  # noqa: E402
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def tiny_sweep_spec(tmp_path: Path):
             "base": "configs/quickstart.yaml",
             "set": [*TINY, "train.video=false"],
             "tasks": {"cartpole_balance": ["env.id=dmc:cartpole-balance"]},
-            "arms": {"pixel": ["encoder.kind=pixel", "teacher.kind=none"], "semore-sim": []},
+            "arms": {"pixel": [*PIXEL_ARM], "semore-sim": []},
             "seeds": [1],
             "eval": {"episodes": 1, "perturbations": ["colors"]},
             "max_concurrent": 2,

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from training.augment import random_shift
+from training.backgrounds import training_backgrounds
+from training.composite import Compositor
 from training.config import RunConfig
 from training.losses import AuxiliaryHeads, AuxTargets, latent_spread, masked_mean
 from training.networks import Critic, Encoding, make_actor, make_encoder, preprocess
@@ -40,20 +42,30 @@ def enabled_losses(config: RunConfig) -> list[str]:
     if auxiliary is None:
         auxiliary = config.encoder.kind == "semore"
     teacher = config.encoder.kind == "semore" and config.teacher.kind != "none"
-    wanted = {"transition": auxiliary, "reward": auxiliary, "knowledge_map": teacher, "contrastive": teacher}
+    wanted = {
+        "transition": auxiliary,
+        "reward": auxiliary,
+        "knowledge_map": teacher,
+        "foreground": teacher and config.encoder.gate,
+        "contrastive": teacher,
+    }
     weights = config.agent.loss_weights.model_dump()
     return [name for name, on in wanted.items() if on and weights[name] > 0]
 
 
 @dataclass
 class Views:
-    """The augmented tensors of one update (each random shift drawn independently)."""
+    """The augmented tensors of one update (obs and next_obs shifted independently).
+
+    With compositing, the first rows of obs are composited views; next_obs is never composited,
+    so the TD target and every auxiliary target come from clean data (SVEA).
+    """
 
     obs: torch.Tensor
     next_obs: torch.Tensor
-    teacher_map: torch.Tensor | None = None  # moves with obs
-    obs2: torch.Tensor | None = None  # a second augmentation of obs, for the contrastive key
-    teacher_map2: torch.Tensor | None = None  # moves with obs2
+    teacher_map: torch.Tensor | None = None  # [B, 1, S, S], moves with obs
+    next_teacher_map: torch.Tensor | None = None  # moves with next_obs: where the contrastive key pools
+    foreground: torch.Tensor | None = None  # [B, 1, S, S]: obs's newest frame, moves with obs
 
 
 class Agent(ABC):
@@ -89,6 +101,11 @@ class Agent(ABC):
                 else None,
             ).to(device)
         self.embedding_key = embedding_dim is not None
+        self.compositor = None
+        if config.augment.composite > 0:
+            size, augment = config.env.image_size, config.augment
+            textures = training_backgrounds(augment.backgrounds, 2 * size, augment.textures, config.seed)
+            self.compositor = Compositor(textures, size, augment.texture_speed, device)
         learned = [*self.encoder.parameters(), *self.critic.parameters()]
         if self.aux is not None:
             learned += self.aux.trained_parameters()
@@ -110,30 +127,48 @@ class Agent(ABC):
         action = self.explore(feature, frames) if explore else self.actor.mean_action(feature)
         return action[0].cpu().numpy()
 
+    def _map(self, knowledge_map: torch.Tensor, size: int) -> torch.Tensor:
+        """A teacher map [B, m, m] uint8 -> [B, 1, S, S] in [0, 1], to move with its frame."""
+        return F.interpolate(knowledge_map[:, None].float() / 255.0, size=size, mode="nearest")
+
     def augment(self, batch: Batch) -> Views:
+        """Random shifts (the maps and masks move with their frames), then compositing."""
         pad = self.config.agent.augment_pad
         obs, next_obs = self._frames(batch.obs), self._frames(batch.next_obs)
-        (next_aug,) = random_shift(next_obs, pad=pad)
-        if "knowledge_map" not in self.losses and "contrastive" not in self.losses:
-            (obs_aug,) = random_shift(obs, pad=pad)
-            return Views(obs_aug, next_aug)
-        maps = F.interpolate(
-            batch.knowledge_map[:, None].float() / 255.0, size=obs.shape[-2:], mode="nearest"
-        )
-        obs_aug, map_aug = random_shift(obs, maps, pad=pad)  # the map moves with its frame
-        views = Views(obs_aug, next_aug, map_aug)
+        size, k = obs.shape[-1], self.config.env.frame_stack
+        # What moves with obs: the teacher's map for the map losses, the K foreground masks.
+        moving = []
+        maps = "knowledge_map" in self.losses or "contrastive" in self.losses
+        if maps:
+            moving.append(self._map(batch.knowledge_map, size))
+        if batch.foreground is not None:
+            moving.append(batch.foreground.float())
+        obs_aug, *moved = random_shift(obs, *moving, pad=pad)
+        teacher_map = moved.pop(0) if maps else None
+        foreground = moved.pop(0) if batch.foreground is not None else None
         if "contrastive" in self.losses and not self.embedding_key:
-            views.obs2, views.teacher_map2 = random_shift(obs, maps, pad=pad)
-        return views
+            next_aug, next_map = random_shift(next_obs, self._map(batch.next_knowledge_map, size), pad=pad)
+        else:
+            (next_aug,), next_map = random_shift(next_obs, pad=pad), None
+        if self.compositor is not None:
+            m = max(1, round(self.config.augment.composite * len(obs_aug)))
+            obs_aug = torch.cat([self.compositor(obs_aug[:m], foreground[:m]), obs_aug[m:]])
+        newest_foreground = foreground[:, k - 1 :] if foreground is not None else None
+        return Views(obs_aug, next_aug, teacher_map, next_map, newest_foreground)
 
-    def update(self, batch: Batch, frames: int) -> dict[str, float]:
+    def update(self, batch: Batch, frames: int, diagnose: bool = False) -> dict[str, torch.Tensor]:
+        """One update; `diagnose` adds each loss's gradient norm on the encoder's conv trunk.
+
+        Metrics stay tensors: turning them into Python floats waits for the device, and the
+        trainer only reads them on the updates it logs.
+        """
         cfg = self.config.agent
         batch = batch.to(self.device)
         views = self.augment(batch)
         encoding = self.compiled_encoder(views.obs)
         with torch.no_grad():
             target_q, aux_targets = self.targets(views, batch, frames)
-        metrics = self.update_critic(encoding, batch, target_q, aux_targets)
+        metrics = self.update_critic(encoding, batch, target_q, aux_targets, diagnose)
         self.updates += 1
         if self.updates % cfg.actor_update_every == 0:
             self.actor_metrics = self.update_actor(encoding.feature.detach(), frames)
@@ -153,39 +188,60 @@ class Agent(ABC):
         aux = AuxTargets(next_latent=latent)
         if views.teacher_map is not None:
             aux.teacher_cells = self.encoder.map_to_cells(views.teacher_map)
+        if "foreground" in self.losses:
+            aux.foreground_cells = self.encoder.foreground_to_cells(views.foreground)
         if "contrastive" in self.losses:
-            if views.obs2 is not None:
-                cells2 = self.encoder.map_to_cells(views.teacher_map2)
-                semantic2 = self.target_semantic_features(views.obs2)
-                aux.knowledge = masked_mean(semantic2, cells2)
-                aux.knowledge_valid = cells2.flatten(1).sum(1) > 0
+            if views.next_teacher_map is not None:
+                # A temporal key from the pass that the TD target already made: the target
+                # encoder's semantic map of next_obs, pooled under the teacher's map of it.
+                next_cells = self.encoder.map_to_cells(views.next_teacher_map)
+                aux.knowledge = masked_mean(next_target.semantic_map, next_cells)
+                aux.knowledge_valid = next_cells.flatten(1).sum(1) > 0
             else:
                 aux.knowledge = batch.knowledge_embedding.float()
                 aux.knowledge_valid = torch.ones(len(aux.knowledge), dtype=torch.bool, device=self.device)
         return target_q, aux
 
     def update_critic(
-        self, encoding: Encoding, batch: Batch, target_q: torch.Tensor, aux_targets: AuxTargets | None
-    ) -> dict[str, float]:
+        self,
+        encoding: Encoding,
+        batch: Batch,
+        target_q: torch.Tensor,
+        aux_targets: AuxTargets | None,
+        diagnose: bool = False,
+    ) -> dict[str, torch.Tensor]:
         cfg = self.config.agent
         q1, q2 = self.critic(encoding.feature, batch.action)
         metrics = {"critic": F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)}
-        total = metrics["critic"]
+        terms = {"critic": metrics["critic"]}
         if self.aux is not None:
             weights = cfg.loss_weights.model_dump()
             aux = self.aux.losses(encoding, batch, aux_targets, cfg.contrastive_temperature)
             for name in self.losses:
                 metrics[name] = aux[name]
-                total = total + weights[name] * aux[name]
+                terms[name] = weights[name] * aux[name]
+        if diagnose:
+            metrics |= self.gradient_norms(terms)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        sum(terms.values()).backward()
         self.critic_optimizer.step()
         metrics["q"] = q1.mean()
         metrics["spread_feature"] = latent_spread(encoding.feature)
         if encoding.semantic is not None:
             metrics["spread_semantic"] = latent_spread(encoding.semantic)
             metrics["spread_motion"] = latent_spread(encoding.motion)
-        return {k: float(v.detach()) for k, v in metrics.items()}
+        return {k: v.detach() for k, v in metrics.items()}
+
+    def gradient_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`grad_<loss>`: the norm of each weighted loss's gradient on the encoder's conv trunk, the
+        parameters that the critic and every auxiliary loss share; shows which loss drives it."""
+        trunk = self.encoder.trunk_parameters()
+        norms = {}
+        for name, term in terms.items():
+            grads = torch.autograd.grad(term, trunk, retain_graph=True, allow_unused=True)
+            squares = [g.pow(2).sum() for g in grads if g is not None]
+            norms[f"grad_{name}"] = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
+        return norms
 
     def update_targets(self) -> None:
         cfg = self.config.agent
@@ -203,16 +259,12 @@ class Agent(ABC):
         """The bootstrapped value of next_obs, before discounting."""
 
     @abstractmethod
-    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, float]:
+    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, torch.Tensor]:
         """One actor step on the detached feature; returns its metrics."""
 
     def target_encoding(self, next_obs: torch.Tensor, next_online: Encoding) -> Encoding:
         """What the target critic and the transition target read: the online pass, without a target encoder."""
         return next_online
-
-    def target_semantic_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The contrastive key's semantic map: the target encoder's, or the online one's without it."""
-        return self.encoder.semantic_features(x)
 
     def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
         modules = {
@@ -253,7 +305,7 @@ class SacAgent(Agent):
         )
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.agent.lr)
         self.target_entropy = -float(action_dim)
-        self.actor_metrics = {"actor": float("nan"), "alpha": float("nan"), "entropy": float("nan")}
+        self.actor_metrics = {name: torch.tensor(float("nan")) for name in ("actor", "alpha", "entropy")}
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -265,15 +317,12 @@ class SacAgent(Agent):
     def target_encoding(self, next_obs: torch.Tensor, next_online: Encoding) -> Encoding:
         return self.compiled_encoder_target(next_obs)
 
-    def target_semantic_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder_target.semantic_features(x)
-
     def next_value(self, next_online: Encoding, next_target: Encoding, frames: int) -> torch.Tensor:
         next_action, next_log_prob = self.actor.sample(next_online.feature)
         target_q = torch.min(*self.critic_target(next_target.feature, next_action))
         return target_q - self.alpha.detach() * next_log_prob
 
-    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, float]:
+    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, torch.Tensor]:
         action, log_prob = self.actor.sample(feature)
         q = torch.min(*self.critic(feature, action))
         actor_loss = (self.alpha.detach() * log_prob - q).mean()
@@ -286,9 +335,9 @@ class SacAgent(Agent):
         alpha_loss.backward()
         self.alpha_optimizer.step()
         return {
-            "actor": float(actor_loss.detach()),
-            "alpha": float(self.alpha.detach()),
-            "entropy": float(-log_prob.detach().mean()),
+            "actor": actor_loss.detach(),
+            "alpha": self.alpha.detach(),
+            "entropy": -log_prob.detach().mean(),
         }
 
     def update_targets(self) -> None:
@@ -328,9 +377,7 @@ class DrQV2Agent(Agent):
     ) -> None:
         super().__init__(config, action_dim, device, embedding_dim)
         self.actor_metrics = {
-            "actor": float("nan"),
-            "noise_std": float("nan"),
-            "actor_pre_tanh": float("nan"),
+            name: torch.tensor(float("nan")) for name in ("actor", "noise_std", "actor_pre_tanh")
         }
 
     def noise_std(self, frames: int) -> float:
@@ -347,7 +394,7 @@ class DrQV2Agent(Agent):
         )
         return torch.min(*self.critic_target(next_target.feature, next_action))
 
-    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, float]:
+    def update_actor(self, feature: torch.Tensor, frames: int) -> dict[str, torch.Tensor]:
         std = self.noise_std(frames)
         pre_tanh = self.actor.pre_tanh(feature)  # one pass serves the action and the saturation figure
         action = self.actor.perturb(torch.tanh(pre_tanh), std, self.config.agent.noise_clip)
@@ -355,8 +402,11 @@ class DrQV2Agent(Agent):
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
-        saturation = float(pre_tanh.detach().abs().mean())
-        return {"actor": float(actor_loss.detach()), "noise_std": std, "actor_pre_tanh": saturation}
+        return {
+            "actor": actor_loss.detach(),
+            "noise_std": torch.tensor(std),
+            "actor_pre_tanh": pre_tanh.detach().abs().mean(),
+        }
 
 
 def make_agent(

@@ -142,6 +142,12 @@ class EncoderConfig(Strict):
         "(the paper's fusion, which learned slower here: docs/training.md, learner check); affine-bilinear: a "
         "constant 1 appended to both latents, so the fused feature also holds each path's linear terms",
     )
+    gate: bool = Field(
+        False,
+        description="semore: the knowledge head's foreground map (the complement of what the teacher "
+        "calls background) multiplies the semantic features before the last conv, and a dilated copy "
+        "the frame differences, so background pixels, still or moving, reach neither latent",
+    )
     channels_last: bool = True
     compile: bool = False
 
@@ -150,7 +156,27 @@ class LossWeights(Strict):
     transition: float = Field(1.0, ge=0)
     reward: float = Field(1.0, ge=0)
     knowledge_map: float = Field(1.0, ge=0)
+    foreground: float = Field(1.0, ge=0, description="the gate's head against the teacher's foreground")
     contrastive: float = Field(0.05, ge=0)
+
+
+class AugmentConfig(Strict):
+    """Teacher-guided compositing in the SVEA form: the critic also learns from views whose
+    background the teacher's foreground mask lets a texture replace; the TD target stays clean."""
+
+    composite: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="composited views added to each critic batch, as a fraction of its size (0: off)",
+    )
+    backgrounds: str = Field(
+        "procedural",
+        description="procedural: the generated training families (training/backgrounds.py); or a "
+        "folder of the user's own images or videos",
+    )
+    textures: int = Field(64, ge=1, description="textures kept on the device to draw from")
+    texture_speed: int = Field(2, ge=0, description="most pixels a texture moves between stacked frames")
 
 
 class AgentConfig(Strict):
@@ -209,7 +235,20 @@ class RunConfig(Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @property
+    def uses_foreground(self) -> bool:
+        """The replay keeps the teacher's per-frame foreground mask: the gate or compositing reads it."""
+        return (self.encoder.kind == "semore" and self.encoder.gate) or self.augment.composite > 0
+
+    @property
+    def uses_teacher(self) -> bool:
+        """A teacher runs only when something consumes it: a knowledge loss, the gate, compositing."""
+        if self.teacher.kind == "none":
+            return False
+        return self.encoder.kind == "semore" or self.uses_foreground
 
     @model_validator(mode="after")
     def _grid_tiles_both_paths(self) -> RunConfig:
@@ -223,6 +262,15 @@ class RunConfig(Strict):
                 f"{motion_side} x {motion_side} map at {size} px and {enc.layers} layers, so some "
                 f"tokens would hold no pixel; use at most {motion_side}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _mask_users_need_a_teacher(self) -> RunConfig:
+        if self.encoder.gate and self.encoder.kind != "semore":
+            raise ValueError("encoder.gate: only the semore encoder has a gate; set encoder.gate=false")
+        for field, on in (("encoder.gate", self.encoder.gate), ("augment.composite", self.augment.composite)):
+            if on and self.teacher.kind == "none":
+                raise ValueError(f"{field}: needs the teacher's foreground mask, but teacher.kind is none")
         return self
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.perturb import PERTURBATIONS, make_perturbation
+from training.perturb import CHOICES, make_perturbation
 
 
 def env_config_for(spec, env_id: str | None):
@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--perturb", help=f"one of: {', '.join(PERTURBATIONS)}")
+    parser.add_argument(
+        "--perturb",
+        help=f"one of: {', '.join(CHOICES)} (video=DIR: the videos and images in DIR over the sky and floor)",
+    )
     parser.add_argument(
         "--perturb-level", type=float, default=1.0, help="strength in (0, 1]; 1 is the default and strongest"
     )

@@ -6,11 +6,17 @@
   latent cannot drive a normalised loss to its minimum the way it drives a plain MSE to zero;
 - fused: reward prediction from the fused feature and the action;
 - semantic, knowledge map: the knowledge head's map against the teacher's, cell-aligned map;
+- semantic, foreground (with the gate): the gate's head against the teacher's foreground mask,
+  on composited views too, so the gate learns to close on backgrounds it has never seen;
 - semantic, contrastive: InfoNCE between the semantic latent of one augmented view (query) and a
-  knowledge key from the teacher: the target encoder's semantic map of a *second* augmentation,
-  pooled under the teacher's map of that view, or the teacher's global embedding (CLIP's image
-  embedding) when it gives one. The other samples of the batch are the negatives; samples whose
-  teacher map is empty have no positive and are left out.
+  knowledge key from the teacher: the target encoder's semantic map of next_obs (the pass the TD
+  target already made, so the key costs no extra encoder pass), pooled under the teacher's map of
+  it, or the teacher's global embedding (CLIP's image embedding) when it gives one. The other
+  samples of the batch are the negatives; samples whose teacher map is empty have no positive
+  and are left out.
+
+Every loss reads every view of the update, composited ones included: their targets all come from
+clean data (the teacher's maps of the frame, the target pass over next_obs, the rewards).
 
 With the pixel encoder (the "pixel + aux" arm) the transition and reward losses run on its single
 feature, so a gain can be told apart from the extra losses.
@@ -56,6 +62,7 @@ class AuxTargets:
 
     next_latent: torch.Tensor | None = None  # [B, F]: the target encoder's transition latent of next_obs
     teacher_cells: torch.Tensor | None = None  # [B, 1, h, w]: the teacher's map, cell-aligned
+    foreground_cells: torch.Tensor | None = None  # [B, 1, h', w']: its foreground, at the gate's cells
     knowledge: torch.Tensor | None = None  # [B, C or D]: the contrastive positives' source
     knowledge_valid: torch.Tensor | None = None  # [B] bool: samples that have a positive
 
@@ -132,6 +139,10 @@ class AuxiliaryHeads(nn.Module):
         if "knowledge_map" in self.names:
             losses["knowledge_map"] = F.binary_cross_entropy_with_logits(
                 encoding.knowledge_logits, targets.teacher_cells
+            )
+        if "foreground" in self.names:
+            losses["foreground"] = F.binary_cross_entropy_with_logits(
+                encoding.foreground_logits, targets.foreground_cells
             )
         if "contrastive" in self.names:
             valid = targets.knowledge_valid

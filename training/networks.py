@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import AgentConfig, EncoderConfig
-from training.geometry import conv_output_size, receptive_field, token_cells
+from training.geometry import ReceptiveField, conv_output_size, receptive_field, token_cells
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -56,6 +56,7 @@ class Encoding:
     motion: torch.Tensor | None = None  # [B, F] motion latent
     knowledge_logits: torch.Tensor | None = None  # [B, 1, h, w] predicted knowledge map
     semantic_map: torch.Tensor | None = None  # [B, C, h, w] before interaction
+    foreground_logits: torch.Tensor | None = None  # [B, 1, h', w'] the gate's map, a layer earlier
 
 
 class PixelEncoder(nn.Module):
@@ -74,6 +75,10 @@ class PixelEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Encoding:
         return Encoding(self.project(self.convs(x).flatten(1)))
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """The conv trunk, which the critic and every auxiliary loss train together."""
+        return list(self.convs.parameters())
 
 
 class TokenGrid(nn.Module):
@@ -128,19 +133,25 @@ class KnowledgeAttention(nn.Module):
 
 
 class PathLatent(nn.Module):
-    """LayerNorm(Linear(flatten(map + upsample(attended)))): a path's latent after the residual add.
+    """Linear(flatten(map + upsample(attended))), then LayerNorm if `normalize`: a path's latent
+    after the residual add.
 
     The projection is linear, so the upsampled residual is folded into it: each attended token
     meets the sum of the weights over its cell. Same function, but the full-resolution residual
     map is never built, forward or backward (it was a tenth of a CPU update).
+
+    The motion latent is not normalised: a LayerNorm rescales it to a fixed norm, so frame
+    differences scaled by 0.3 and by 1.0 gave the same latent, slow motion looked like fast motion,
+    and a near-still stack became amplified noise. Unnormalised, with ReLU convs, it grows with the
+    motion's amplitude and is zero for a still stack at initialisation.
     """
 
-    def __init__(self, channels: int, side: int, grid: int, dim: int) -> None:
+    def __init__(self, channels: int, side: int, grid: int, dim: int, normalize: bool = True) -> None:
         super().__init__()
         self.tokens = TokenGrid(side, grid)
         self.side = side
         self.linear = nn.Linear(channels * side * side, dim)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if normalize else nn.Identity()
 
     def token_weights(self) -> torch.Tensor:
         """[dim, grid^2 * C]: the linear weights summed over each token's cell, in (token, channel) order."""
@@ -195,6 +206,36 @@ class ConcatFusion(nn.Module):
         return torch.cat([z1, z2], dim=-1)
 
 
+def cells_of(image_map: torch.Tensor, field: ReceptiveField, side: int) -> torch.Tensor:
+    """An image-resolution map [B, 1, S, S] -> [B, 1, side, side], aligned with a conv map's cells.
+
+    Unpadded convs centre cell j on pixel `first_centre + jump * j` (2j + 7 for 4 layers), so
+    each cell takes the mean of the `jump` x `jump` pixels at its own centre. An area resize of
+    the whole map would centre cell j elsewhere, several pixels off near the borders.
+    """
+    jump = field.jump
+    start = field.first_centre - (jump - 1) // 2
+    window = image_map[..., start : start + jump * side, start : start + jump * side]
+    return F.avg_pool2d(window, jump) if jump > 1 else window
+
+
+def cell_spread(image_size: int, field: ReceptiveField, side: int, reach: int) -> torch.Tensor:
+    """[S, side]: 1 where a pixel row (or column) lies within `reach` cells of a cell's centre.
+
+    `clamp(U @ cells @ U.T, max=1)` then spreads a cell map in [0, 1] back over the image, each
+    open cell widened by `reach` cells: one exportable pair of matmuls, where a max pool over the
+    cells and an upsampling cost a twentieth of a CPU update.
+    """
+    pixels = torch.arange(image_size, dtype=torch.float32)
+    nearest = ((pixels - field.first_centre) / field.jump).round().clamp(0, side - 1)
+    return ((nearest[:, None] - torch.arange(side)[None, :]).abs() <= reach).float()
+
+
+# Cells of the gate map by which the motion path's gate is widened: the frame differences of a
+# moving body lie where it was in older frames too, not only where the newest frame shows it.
+MOTION_GATE_DILATION = 2
+
+
 class SemoreEncoder(nn.Module):
     """The dual-path encoder (docs/design.md, "The method").
 
@@ -204,6 +245,13 @@ class SemoreEncoder(nn.Module):
     no teacher. The motion path is light, as SlowFast's fast pathway: half the channels and one
     more stride-2 layer (frame differences are sparse and coarse), which keeps the dual path
     within a single path's compute.
+
+    With `gate`, a foreground head on the semantic map one layer before the last predicts what
+    the teacher calls not background. Detached, so that only its own loss trains it, its map
+    multiplies that layer's features before the last conv, and a dilated copy spread over the
+    image multiplies the frame differences: background, still or moving, reaches neither latent.
+    It gates on everything that is not sky or floor (every body, rails and walls), not on the
+    teacher's object list, so that a partial list cannot hide state.
     """
 
     def __init__(self, config: EncoderConfig, frame_stack: int, image_size: int) -> None:
@@ -221,6 +269,15 @@ class SemoreEncoder(nn.Module):
         self.knowledge_head = nn.Sequential(
             nn.Conv2d(sem_ch, sem_ch // 2, 1), nn.ReLU(), nn.Conv2d(sem_ch // 2, 1, 1)
         )
+        self.gate = config.gate
+        if self.gate:
+            self.gate_side = conv_output_size(image_size, config.layers - 1)
+            self.gate_field = receptive_field(config.layers - 1)
+            self.foreground_head = nn.Sequential(
+                nn.Conv2d(sem_ch, sem_ch // 2, 1), nn.ReLU(), nn.Conv2d(sem_ch // 2, 1, 1)
+            )
+            spread = cell_spread(image_size, self.gate_field, self.gate_side, MOTION_GATE_DILATION)
+            self.register_buffer("gate_spread", spread, persistent=False)
         self.attention = config.knowledge_attention
         if self.attention:
             self.position = nn.Parameter(torch.zeros(1, self.grid * self.grid, sem_ch))
@@ -228,7 +285,7 @@ class SemoreEncoder(nn.Module):
             self.motion_attention = KnowledgeAttention(sem_ch, mot_ch)
         fdim = config.feature_dim
         self.semantic_latent = PathLatent(sem_ch, self.side, self.grid, fdim)
-        self.motion_latent = PathLatent(mot_ch, motion_side, self.grid, fdim)
+        self.motion_latent = PathLatent(mot_ch, motion_side, self.grid, fdim, normalize=False)
         self.fuse = (
             ConcatFusion()
             if config.fusion == "concat"
@@ -240,11 +297,37 @@ class SemoreEncoder(nn.Module):
 
     def semantic_features(self, x: torch.Tensor) -> torch.Tensor:
         """The semantic path's map of its frames (the newest, or all K), [B, C, side, side]."""
-        return self.semantic_convs(x[:, -3 * self.semantic_frames :])
+        return self._semantic(x)[0]
+
+    def _semantic(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The semantic map, and with the gate the foreground logits it was gated by."""
+        h = x[:, -3 * self.semantic_frames :]
+        if not self.gate:
+            return self.semantic_convs(h), None
+        last = len(self.semantic_convs) - 2  # each layer is a conv and its ReLU
+        for layer in self.semantic_convs[:last]:
+            h = layer(h)
+        foreground_logits = self.foreground_head(h)
+        h = h * torch.sigmoid(foreground_logits).detach()
+        for layer in self.semantic_convs[last:]:
+            h = layer(h)
+        return h, foreground_logits
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """Both conv trunks, which the critic and every auxiliary loss train together."""
+        return [*self.semantic_convs.parameters(), *self.motion_convs.parameters()]
+
+    def _motion_gate(self, foreground_logits: torch.Tensor) -> torch.Tensor:
+        """[B, 1, S, S]: the gate map, dilated and spread over the image."""
+        gate = torch.sigmoid(foreground_logits).detach()
+        return (self.gate_spread @ gate @ self.gate_spread.T).clamp(max=1.0)
 
     def forward(self, x: torch.Tensor) -> Encoding:
-        semantic = self.semantic_features(x)
-        motion = self.motion_convs(x[:, 3:] - x[:, :-3])
+        semantic, foreground_logits = self._semantic(x)
+        differences = x[:, 3:] - x[:, :-3]
+        if foreground_logits is not None:
+            differences = differences * self._motion_gate(foreground_logits)
+        motion = self.motion_convs(differences)
         knowledge_logits = self.knowledge_head(semantic)
         attended_semantic = attended_motion = None  # without knowledge attention: each map alone
         if self.attention:
@@ -262,19 +345,15 @@ class SemoreEncoder(nn.Module):
         z_sem = self.semantic_latent(semantic, attended_semantic)
         z_mot = self.motion_latent(motion, attended_motion)
         fused = torch.tanh(self.fuse_norm(self.fuse(z_sem, z_mot)))
-        return Encoding(fused, z_sem, z_mot, knowledge_logits, semantic)
+        return Encoding(fused, z_sem, z_mot, knowledge_logits, semantic, foreground_logits)
 
     def map_to_cells(self, teacher_map: torch.Tensor) -> torch.Tensor:
-        """A teacher map at image resolution [B, 1, S, S] -> [B, 1, side, side], aligned with the cells.
+        """A teacher map at image resolution [B, 1, S, S] -> the semantic map's cells [B, 1, side, side]."""
+        return cells_of(teacher_map, self.field, self.side)
 
-        Unpadded convs centre cell j on pixel `first_centre + jump * j` (2j + 7 for 4 layers), so
-        each cell takes the mean of the `jump` x `jump` pixels at its own centre. An area resize of
-        the whole map would centre cell j elsewhere, several pixels off near the borders.
-        """
-        jump, side = self.field.jump, self.side
-        start = self.field.first_centre - (jump - 1) // 2
-        window = teacher_map[..., start : start + jump * side, start : start + jump * side]
-        return F.avg_pool2d(window, jump) if jump > 1 else window
+    def foreground_to_cells(self, foreground: torch.Tensor) -> torch.Tensor:
+        """A foreground mask at image resolution [B, 1, S, S] -> the gate map's cells."""
+        return cells_of(foreground, self.gate_field, self.gate_side)
 
 
 def make_encoder(config: EncoderConfig, frame_stack: int, image_size: int) -> PixelEncoder | SemoreEncoder:

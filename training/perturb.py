@@ -6,7 +6,8 @@ Two kinds, after the published suites for the Control Suite:
 - scene perturbations change the MuJoCo scene (dm_control envs), as the DMControl Generalization
   Benchmark and the Distracting Control Suite do: random colours of the bodies, the floor and the
   sky through the model; the background (sky and floor pixels, found by a segmentation render)
-  replaced by a procedural texture that moves every frame; a small shift of the camera pose.
+  replaced by a procedural texture that moves every frame, or by the user's own videos or images
+  (`video=DIR`, as DMControl-GB's video_easy and video_hard); a small shift of the camera pose.
 
 Parameters are drawn once per evaluation from the seed (a scene that changed stays changed);
 sensor noise and the moving background change with every frame.
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from training.backgrounds import is_video, media_files, read_media
 
 if TYPE_CHECKING:
     from training.envs import PixelEnv
@@ -28,11 +32,13 @@ FrameFn = Callable[["PixelEnv | None", np.ndarray], np.ndarray]
 
 @dataclass
 class Perturbation:
-    """`scene` changes the env once when attached; `frame` alters every rendered frame (or stack)."""
+    """`scene` changes the env once when attached; `episode` runs as each episode starts, before its
+    first frame; `frame` alters every rendered frame (or stack)."""
 
     frame: FrameFn | None = None
     scene: Callable[[PixelEnv], None] | None = None
     needs_scene: bool = False  # reads or changes the simulator's scene: dm_control envs only
+    episode: Callable[[PixelEnv], None] | None = None
 
     def __call__(self, env: PixelEnv | None, frames: np.ndarray) -> np.ndarray:
         return frames if self.frame is None else self.frame(env, frames)
@@ -153,11 +159,56 @@ def moving_background(rng: np.random.Generator, level: float) -> Perturbation:
             for k, s, p in zip(waves, speeds, phases, strict=True)
         ]
         pattern = sum(wgt[..., None] * c for wgt, c in zip(weights, palette, strict=True)) / 1.5
-        background = env.background_mask()[..., None]
-        out = np.where(background, _towards(x.astype(np.float32), pattern, level), x)
-        return _clip(out)
+        return _over_background(env, x, pattern, level)
 
     return Perturbation(frame, needs_scene=True)
+
+
+def _over_background(env: PixelEnv, x: np.ndarray, pattern: np.ndarray, level: float) -> np.ndarray:
+    """The frame with its sky and floor pixels moved towards `pattern` ([H, W, 3])."""
+    background = env.background_mask()[..., None]
+    return _clip(np.where(background, _towards(x.astype(np.float32), pattern, level), x))
+
+
+def _bounce(position: float, span: int) -> int:
+    """A position moving steadily along [0, span] and turning back at each end (a triangle wave)."""
+    return round(span - abs(position % (2 * span) - span)) if span else 0
+
+
+def video_background(folder: Path, rng: np.random.Generator, level: float) -> Perturbation:
+    """Sky and floor pixels show the folder's videos and images. Each episode draws one file: a
+    video plays one frame per rendered frame from a random start, looping; an image, read a quarter
+    larger than the frame, drifts across it by a quarter pixel per frame, turning at its edges."""
+    files = media_files(folder, "--perturb")
+    read: dict[Path, np.ndarray] = {}  # each file once, at the env's frame size
+    state: dict = {}
+
+    def episode(env: PixelEnv) -> None:
+        path = files[rng.integers(len(files))]
+        size = env.frame_shape[0]
+        video = is_video(path)
+        if path not in read:
+            read[path] = read_media(path, size if video else size + max(1, size // 4))
+        clip = read[path]
+        span = clip.shape[1] - size
+        state.update(
+            clip=clip,
+            t=int(rng.integers(len(clip))),
+            start=rng.uniform(0, span, 2),
+            velocity=0.0 if video else 0.25 * rng.choice([-1.0, 1.0], 2),
+        )
+
+    def frame(env: PixelEnv | None, x: np.ndarray) -> np.ndarray:
+        if not state:  # attached in the middle of an episode
+            episode(env)
+        clip, t = state["clip"], state["t"]
+        state["t"] += 1
+        h, w = x.shape[:2]
+        top, left = (_bounce(p, clip.shape[1] - h) for p in state["start"] + state["velocity"] * t)
+        texture = clip[t % len(clip), top : top + h, left : left + w]
+        return _over_background(env, x, texture.astype(np.float32), level)
+
+    return Perturbation(frame, needs_scene=True, episode=episode)
 
 
 def camera_shift(rng: np.random.Generator, level: float) -> Perturbation:
@@ -199,9 +250,31 @@ PERTURBATIONS: dict[str, Callable[[np.random.Generator, float], Perturbation]] =
 }
 
 
-def make_perturbation(name: str, seed: int, level: float = 1.0) -> Perturbation:
-    if name not in PERTURBATIONS:
-        raise ValueError(f"--perturb: unknown perturbation '{name}' (choose from {', '.join(PERTURBATIONS)})")
+CHOICES = [*PERTURBATIONS, "video=DIR"]
+
+
+def parse_perturbation(spec: str, option: str = "--perturb") -> tuple[str, str | None]:
+    """(name, argument) of a perturbation spec: a name from PERTURBATIONS takes no argument,
+    `video=DIR` is ("video", "DIR"). A ValueError starting with `option` for anything else."""
+    name, has_argument, argument = spec.partition("=")
+    if name in PERTURBATIONS and not has_argument:
+        return name, None
+    if name == "video" and argument:
+        return name, argument
+    raise ValueError(f"{option}: unknown perturbation '{spec}' (choose from {', '.join(CHOICES)})")
+
+
+def perturbation_name(spec: str) -> str:
+    """What names the evaluation under a perturbation spec (eval/NAME.json): `video=DIR` is `video`."""
+    return parse_perturbation(spec)[0]
+
+
+def make_perturbation(spec: str, seed: int, level: float = 1.0) -> Perturbation:
+    """A perturbation from its spec: a name from PERTURBATIONS, or `video=DIR`."""
+    name, argument = parse_perturbation(spec)
     if not 0.0 < level <= 1.0:
         raise ValueError(f"--perturb-level: {level} is outside (0, 1] (1 is the strongest)")
-    return PERTURBATIONS[name](np.random.default_rng(seed), level)
+    rng = np.random.default_rng(seed)
+    if name == "video":
+        return video_background(Path(argument), rng, level)
+    return PERTURBATIONS[name](rng, level)

@@ -30,6 +30,8 @@ class Batch:
     actions: np.ndarray  # [B, n, A]: the actions between obs and next_obs (zeros past the end)
     knowledge_map: np.ndarray | None  # [B, m, m] uint8 teacher map of obs's newest frame
     knowledge_embedding: np.ndarray | None = None  # [B, D] float16 global teacher embedding of it
+    next_knowledge_map: np.ndarray | None = None  # [B, m, m] uint8 teacher map of next_obs's newest frame
+    foreground: np.ndarray | None = None  # [B, K, H, W] bool: the teacher's foreground of each obs frame
 
     def to(self, device: torch.device) -> Batch:
         """The same batch as tensors on `device`; absent fields stay None."""
@@ -41,6 +43,7 @@ class Batch:
 ARRAYS = (
     "frames",
     "maps",
+    "foreground",
     "embeddings",
     "labelled",
     "actions",
@@ -62,10 +65,14 @@ class ReplayBuffer:
         gamma: float,
         map_size: int | None,
         embedding_dim: int | None = None,
+        foreground: bool = False,
     ) -> None:
+        """foreground: keep the teacher's per-frame foreground mask, one bit a pixel."""
         self.capacity, self.k, self.n, self.gamma = capacity, frame_stack, n_step, gamma
         self.frames = np.zeros((capacity, *frame_shape), dtype=np.uint8)
         self.maps = np.zeros((capacity, map_size, map_size), dtype=np.uint8) if map_size else None
+        pixels = frame_shape[0] * frame_shape[1]
+        self.foreground = np.zeros((capacity, (pixels + 7) // 8), np.uint8) if foreground else None
         self.embeddings = np.zeros((capacity, embedding_dim), np.float16) if embedding_dim else None
         # Teachers label in batches, after the fact: only labelled frames are sampled as obs.
         self.labelled = np.zeros(capacity, dtype=bool)
@@ -119,6 +126,8 @@ class ReplayBuffer:
         kept = t >= self.size - self.capacity
         slots = t[kept] % self.capacity
         self.maps[slots] = labels.maps[kept]
+        if self.foreground is not None:
+            self.foreground[slots] = np.packbits(labels.foreground[kept].reshape(kept.sum(), -1), axis=1)
         if self.embeddings is not None:
             self.embeddings[slots] = labels.embeddings[kept]
         self.labelled[slots] = True
@@ -166,13 +175,25 @@ class ReplayBuffer:
             actions=actions,
             knowledge_map=self.maps[t % self.capacity] if self.maps is not None else None,
             knowledge_embedding=self.embeddings[t % self.capacity] if self.embeddings is not None else None,
+            next_knowledge_map=self.maps[next_t % self.capacity] if self.maps is not None else None,
+            foreground=self.foreground_stack(t) if self.foreground is not None else None,
         )
 
-    def stack(self, t: np.ndarray) -> np.ndarray:
-        """[B, K, H, W, 3] stacks ending at frames t; the episode's first frame fills the gaps."""
+    def _stack_slots(self, t: np.ndarray) -> np.ndarray:
+        """[B, K] slots of the stacks ending at frames t; the episode's first frame fills the gaps."""
         idx = t[:, None] - np.arange(self.k - 1, -1, -1)[None, :]
         idx = np.maximum(idx, self.episode_start[t % self.capacity][:, None])
-        return self.frames[idx % self.capacity]
+        return idx % self.capacity
+
+    def stack(self, t: np.ndarray) -> np.ndarray:
+        """[B, K, H, W, 3] stacks ending at frames t."""
+        return self.frames[self._stack_slots(t)]
+
+    def foreground_stack(self, t: np.ndarray) -> np.ndarray:
+        """[B, K, H, W] bool: the foreground of every frame of the stacks ending at t."""
+        h, w = self.frames.shape[1:3]
+        packed = self.foreground[self._stack_slots(t)]
+        return np.unpackbits(packed, axis=-1, count=h * w).reshape(*packed.shape[:2], h, w).astype(bool)
 
     def state_dict(self) -> dict[str, np.ndarray | int]:
         n = len(self)

@@ -50,7 +50,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.env = make_env(config.env, config.seed)
         self.eval_env = make_env(config.env, config.seed + EVAL_SEED_OFFSET)
-        self.teacher = make_teacher(config.teacher, config.env.id, self.device)
+        self.teacher = (
+            make_teacher(config.teacher, config.env.id, self.device) if config.uses_teacher else None
+        )
         embedding_dim = self.teacher.embedding_dim if self.teacher is not None else None
         self.agent = make_agent(config, self.env.action_dim, self.device, embedding_dim)
         self.replay = ReplayBuffer(
@@ -62,6 +64,7 @@ class Trainer:
             gamma=config.agent.gamma,
             map_size=config.teacher.map_size if self.teacher is not None else None,
             embedding_dim=embedding_dim,
+            foreground=config.uses_foreground,
         )
         self.labels = None
         if self.teacher is not None:
@@ -114,12 +117,16 @@ class Trainer:
                 if self.frames >= cfg.seed_frames and self.step % cfg.update_every_steps == 0:
                     if self.agent.updates == 0 and self.labels is not None:
                         self.labels.drain()  # the first update needs labelled transitions
-                    for _ in range(cfg.updates_per_step):
+                    for i in range(cfg.updates_per_step):
                         batch = self.replay.sample(self.config.agent.batch_size, self.rng)
-                        metrics = self.agent.update(batch, self.frames)
-                    if self.agent.updates // UPDATE_LOG_EVERY != logged_bucket:  # the first, then every 100
+                        # The last update of the step is logged: the first, then one every 100.
+                        logged = i == cfg.updates_per_step - 1 and (
+                            (self.agent.updates + 1) // UPDATE_LOG_EVERY != logged_bucket
+                        )
+                        metrics = self.agent.update(batch, self.frames, diagnose=logged)
+                    if logged:
                         logged_bucket = self.agent.updates // UPDATE_LOG_EVERY
-                        self.logger.log("update", self.frames, metrics)
+                        self.logger.log("update", self.frames, {k: float(v) for k, v in metrics.items()})
 
                 self.elapsed = time.perf_counter() - started
                 if self.frames % cfg.eval_every_frames < repeat:
@@ -180,7 +187,7 @@ class Trainer:
         return {
             "env": self.config.env.id,
             "encoder": self.config.encoder.kind,
-            "teacher": self.config.teacher.kind,
+            "teacher": self.teacher.kind if self.teacher is not None else "none",
             "frames": self.frames,
             "seconds": round(self.elapsed, 1),
             "eval_seconds": round(self.eval_seconds, 1),

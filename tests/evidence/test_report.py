@@ -14,6 +14,13 @@ from evidence.report import main as semore_report
 from tests.helpers.training import ROOT
 
 
+def _write_curve(sweep, arm: str, seed: int, returns: dict[int, float]) -> None:
+    """Replaces a trial's learning curve with `returns` (frames -> return)."""
+    curve = [{"frames": f, "return": r, "std": 0.0, "seconds": 1.0} for f, r in returns.items()]
+    summary = sweep / f"trials/cartpole_balance/{arm}/seed{seed}/run/summary.json"
+    summary.write_text(json.dumps({"frames": max(returns), "curve": curve}))
+
+
 def test_iqm_is_the_mean_of_the_middle_half():
     scores = np.array([9.0, 1.0, 3.0, 100.0, 4.0, 5.0, 6.0, -50.0])  # sorted: -50 1 3 4 5 6 9 100
     assert stats.iqm(scores) == pytest.approx((3 + 4 + 5 + 6) / 4)
@@ -96,6 +103,25 @@ def test_an_early_stop_carries_its_last_value_to_the_longest_curve():
     assert [p["iqm"] for p in curve] == pytest.approx([(0.1 + 0.5) / 2, (0.2 + 0.5) / 2, (0.3 + 0.5) / 2])
 
 
+def test_the_area_under_the_curve_is_the_mean_return_over_one_window_every_run_shares():
+    # Evaluated at 0 (before the window), then 5k, 10k and 20k: unevenly spaced.
+    full = [{"frames": f, "return": r} for f, r in [(0, 0.9), (5000, 0.2), (10000, 0.4), (20000, 0.9)]]
+    stopped = [{"frames": 0, "return": 0.0}, {"frames": 5000, "return": 0.6}]
+    window = stats.auc_window([full, stopped], horizon=[0, 5000, 10000, 20000], start=5000)
+    assert window == [5000, 10000, 20000]
+    # The mean over the points, not a trapezoid (which would give 0.533), and not the 0-frame one.
+    assert stats.area_under_curve(full, window) == pytest.approx((0.2 + 0.4 + 0.9) / 3)
+    # The early stop is read over the same window, its last return carried to 20k.
+    assert stats.area_under_curve(stopped, window) == pytest.approx(0.6)
+    # A run evaluated every 2.5k is read only at the frames the other one was evaluated at too.
+    dense = [{"frames": f, "return": f / 20000} for f in range(0, 20001, 2500)]
+    window = stats.auc_window([full, dense], horizon=[p["frames"] for p in dense], start=5000)
+    assert window == [5000, 10000, 20000]
+    assert stats.area_under_curve(dense, window) == pytest.approx((0.25 + 0.5 + 1.0) / 3)
+    assert stats.area_under_curve([], window) is None
+    assert stats.area_under_curve(full, []) is None
+
+
 def test_retention_needs_a_positive_clean_return():
     assert stats.retention(450.0, 900.0) == 0.5
     assert stats.retention(10.0, 0.0) is None
@@ -106,7 +132,8 @@ def test_a_report_of_a_finished_sweep(finished_sweep, tmp_path, capsys):
     assert semore_report([str(finished_sweep), "--json", str(extra), "--reps", "500"]) == 0
     report = json.loads((finished_sweep / "report/report.json").read_text())
     assert json.loads(extra.read_text()) == report
-    assert set(report) == {"sweep", "baseline", "threshold", "statistics", "tasks", "arms"}
+    assert set(report) == {"sweep", "baseline", "threshold", "auc_window", "statistics", "tasks", "arms"}
+    assert report["auc_window"] == {"from": 10000, "to": 30000, "evaluations": 3}
     assert report["baseline"] == "pixel" and report["tasks"] == ["cartpole_balance"]
     assert "scipy.stats.bootstrap" in report["statistics"] and "rliable" in report["statistics"]
     pixel, semore = report["arms"]["pixel"], report["arms"]["semore"]
@@ -115,8 +142,16 @@ def test_a_report_of_a_finished_sweep(finished_sweep, tmp_path, capsys):
     assert (
         semore["mean"] == pytest.approx(0.8) and 0.7 <= semore["mean_ci_low"] < semore["mean_ci_high"] <= 0.9
     )
-    assert pixel["prob_improvement_over_pixel"] is None and pixel["prob_improvement_ci"] is None
-    assert semore["prob_improvement_over_pixel"] == 1.0 and semore["prob_improvement_ci"] == [1.0, 1.0]
+    # Each curve climbs linearly to its final return at 10k, 20k, 30k: its area is 2/3 of the final.
+    assert semore["auc_iqm"]["iqm"] == pytest.approx(0.8 * 2 / 3)
+    assert 0.7 * 2 / 3 <= semore["auc_iqm"]["ci_low"] < semore["auc_iqm"]["ci_high"] <= 0.9 * 2 / 3
+    assert pixel["auc_iqm"]["iqm"] == pytest.approx(0.4 * 2 / 3)
+    # Named for no baseline in particular (report["baseline"] names it), and null for the baseline.
+    assert not any("over_pixel" in key or key == "prob_improvement_ci" for key in semore)
+    assert pixel["prob_improvement"] is None and pixel["auc_prob_improvement"] is None
+    # semore's worst seed beats pixel's best on both figures.
+    certain = {"probability": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    assert semore["prob_improvement"] == semore["auc_prob_improvement"] == certain
     assert semore["retention"]["colors"]["mean"] == pytest.approx(0.9)
     assert pixel["retention"]["colors"] == {
         "mean": pytest.approx(0.5),
@@ -140,6 +175,8 @@ def test_a_report_of_a_finished_sweep(finished_sweep, tmp_path, capsys):
         assert (finished_sweep / "report" / name).stat().st_size > 0
     table = capsys.readouterr().out
     assert "| semore | 3 | 0.800 [" in table and "30000 (2/3)" in table
+    assert "AUC IQM (10000-30000 frames) [95% CI] | P(> pixel) [95% CI] | AUC P(> pixel) [95% CI]" in table
+    assert "| 0.533 [" in table and "| 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] |" in table
     assert table.startswith((finished_sweep / "report/report.md").read_text())
 
 
@@ -165,14 +202,74 @@ def test_an_arm_without_finished_runs_and_a_run_that_stopped_early(make_sweep, t
     assert semore_report([str(sweep), "--out", str(out), "--reps", "500"]) == 0
     arms = json.loads((out / "report.json").read_text())["arms"]
     idle = arms["pixel+aux"]
-    assert idle["seeds"] == 0 and idle["iqm"] is None and idle["prob_improvement_over_pixel"] is None
+    assert idle["seeds"] == 0 and idle["iqm"] is None and idle["auc_iqm"]["iqm"] is None
+    assert idle["prob_improvement"] is None and idle["auc_prob_improvement"] is None
     assert idle["retention"]["colors"]["mean"] is None and idle["curve"] == []
     # semore seed 2 stopped after 10k at 300: carried to 20k and 30k; seed 1 climbs to 700.
     assert [p["frames"] for p in arms["semore"]["curve"]] == [10000, 20000, 30000]
     assert [p["iqm"] for p in arms["semore"]["curve"]] == pytest.approx(
         [(0.7 / 3 + 0.3) / 2, (1.4 / 3 + 0.3) / 2, 0.5]
     )
+    # Its area too is over 10k-30k, not its own 10k: (0.3 + 0.3 + 0.3) / 3 beside seed 1's 1.4 / 3.
+    assert arms["semore"]["auc_iqm"]["iqm"] == pytest.approx((0.3 + 1.4 / 3) / 2)
     assert "| pixel+aux | 0 | - |" in (out / "report.md").read_text()
+
+
+def test_the_area_ranks_how_fast_an_arm_learns_where_the_final_score_ranks_where_it_ends(make_sweep):
+    sweep = make_sweep(
+        {"pixel": [350.0, 400.0, 500.0], "semore": [700.0, 800.0, 900.0]}, {"pixel": 0.5, "semore": 0.9}
+    )
+    for seed, final in enumerate([350.0, 400.0, 500.0], start=1):  # there from the first evaluation
+        _write_curve(sweep, "pixel", seed, {10000: final, 20000: final, 30000: final})
+    for seed, final in enumerate([700.0, 800.0, 900.0], start=1):  # there only at the last
+        _write_curve(sweep, "semore", seed, {10000: 0.0, 20000: 0.0, 30000: final})
+    assert semore_report([str(sweep), "--reps", "500"]) == 0
+    arms = json.loads((sweep / "report/report.json").read_text())["arms"]
+    # Areas: semore 0.233, 0.267, 0.3; pixel 0.35, 0.4, 0.5.
+    assert arms["semore"]["auc_iqm"]["iqm"] == pytest.approx(0.8 / 3)
+    assert arms["pixel"]["auc_iqm"]["iqm"] == pytest.approx((0.35 + 0.4 + 0.5) / 3)
+    assert arms["semore"]["prob_improvement"]["probability"] == 1.0
+    assert arms["semore"]["auc_prob_improvement"] == {"probability": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+
+
+def test_arms_of_a_single_run_compare(make_sweep):
+    sweep = make_sweep({"pixel": [400.0], "semore": [700.0]}, {"pixel": 0.5, "semore": 0.9})
+    assert semore_report([str(sweep), "--reps", "500"]) == 0
+    semore = json.loads((sweep / "report/report.json").read_text())["arms"]["semore"]
+    assert semore["seeds"] == 1 and semore["iqm"] == semore["ci_low"] == semore["ci_high"] == pytest.approx(
+        0.7
+    )
+    assert semore["auc_iqm"] == {"iqm": pytest.approx(0.7 * 2 / 3)} | {
+        k: pytest.approx(0.7 * 2 / 3) for k in ("ci_low", "ci_high")
+    }
+    certain = {"probability": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    assert semore["prob_improvement"] == semore["auc_prob_improvement"] == certain
+
+
+def test_without_a_finished_baseline_run_there_is_no_probability_of_improvement(make_sweep):
+    sweep = make_sweep({"semore": [700.0, 900.0]}, {"semore": 0.9}, idle_arms=("pixel",))
+    assert semore_report([str(sweep), "--reps", "500"]) == 0
+    arms = json.loads((sweep / "report/report.json").read_text())["arms"]
+    assert arms["semore"]["prob_improvement"] is None and arms["semore"]["auc_prob_improvement"] is None
+    assert arms["semore"]["auc_iqm"]["iqm"] == pytest.approx((0.7 + 0.9) / 3)
+    assert arms["pixel"]["seeds"] == 0 and arms["pixel"]["auc_iqm"]["iqm"] is None
+    row = next(line for line in (sweep / "report/report.md").read_text().splitlines() if "| semore |" in line)
+    assert row.startswith("| semore | 2 | 0.800 [") and "| - | - |" in row
+
+
+def test_a_video_perturbation_is_read_and_reported_under_its_name(finished_sweep, capsys):
+    spec_path = finished_sweep / "sweep.json"
+    spec = json.loads(spec_path.read_text())
+    spec["eval"]["perturbations"].append("video=benchmarks/data/eval_videos")
+    spec_path.write_text(json.dumps(spec))
+    for trial in (finished_sweep / "trials").glob("*/*/*/eval"):
+        clean = json.loads((trial / "clean.json").read_text())["mean_return"]
+        (trial / "video.json").write_text(json.dumps({"mean_return": 0.25 * clean}))
+    assert semore_report([str(finished_sweep), "--reps", "100"]) == 0
+    arms = json.loads((finished_sweep / "report/report.json").read_text())["arms"]
+    assert set(arms["semore"]["retention"]) == {"colors", "video"}
+    assert arms["semore"]["retention"]["video"]["mean"] == pytest.approx(0.25)
+    assert "| retention: colors | retention: video |" in capsys.readouterr().out
 
 
 def test_a_folder_without_a_sweep_is_a_clear_error(tmp_path, capsys):

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from evidence.spec import load_spec
-from tests.helpers.training import ROOT
+from evidence.spec import SpecError, load_spec
+from tests.helpers.training import PIXEL_ARM, ROOT
+from training.perturb import perturbation_name
 
 
 def sweep(*args: str, **popen) -> subprocess.Popen:
@@ -100,7 +101,7 @@ def test_resume_after_a_kill_keeps_finished_trials_and_finishes_the_rest(tmp_pat
 
 def test_a_bad_override_fails_before_any_work_naming_the_trial_and_field(tmp_path, tiny_sweep_spec):
     spec = tiny_sweep_spec(
-        arms={"pixel": ["encoder.kind=pixel", "teacher.kind=none"], "typo": ["agent.lrr=1"]}
+        arms={"pixel": PIXEL_ARM, "typo": ["agent.lrr=1"]}
     )
     proc = sweep("--spec", str(spec), "--out", str(tmp_path / "out"), "--backend", "local")
     assert proc.wait(timeout=120) == 2
@@ -113,3 +114,16 @@ def test_a_bad_override_fails_before_any_work_naming_the_trial_and_field(tmp_pat
 def test_every_shipped_sweep_spec_loads_with_every_trial_config_valid(path):
     spec = load_spec(path)
     assert spec.baseline in spec.arms and spec.trials(ROOT / "sweeps-out" / spec.name)
+
+
+def test_a_spec_may_evaluate_under_a_folder_of_videos(tmp_path, tiny_sweep_spec):
+    listed = ["colors", "video=benchmarks/data/eval_videos"]
+    spec = load_spec(tiny_sweep_spec(eval={"episodes": 1, "perturbations": listed}))
+    assert [perturbation_name(p) for p in spec.eval.perturbations] == ["colors", "video"]
+    missing = f"video={tmp_path / 'nowhere'}"
+    with pytest.raises(SpecError, match="eval.perturbations: no folder at .*nowhere"):
+        load_spec(tiny_sweep_spec(eval={"perturbations": [missing]}))
+    with pytest.raises(SpecError, match=r"eval.perturbations: more than one is named \['video'\]"):
+        load_spec(tiny_sweep_spec(eval={"perturbations": [*listed, missing]}))
+    with pytest.raises(SpecError, match=r"eval.perturbations: unknown \['video'\].*video=DIR"):
+        load_spec(tiny_sweep_spec(eval={"perturbations": ["video"]}))

@@ -36,6 +36,8 @@ TINY = [
     "train.checkpoint_every_frames=240",
 ]
 CARTPOLE = ["env.id=dmc:cartpole-balance", "teacher.objects=[cart, pole_1]"]
+# The pixel baseline over the quickstart config, which gates and composites: neither, no teacher.
+PIXEL_ARM = ["encoder.kind=pixel", "encoder.gate=false", "augment.composite=0", "teacher.kind=none"]
 
 
 def train(out: Path, *overrides: str, resume: bool = False, **popen) -> subprocess.Popen:
@@ -90,6 +92,7 @@ def synthetic_batch(
     k, s, n, m = config.env.frame_stack, config.env.image_size, config.agent.n_step, config.teacher.map_size
     # Sparse binary masks, like a teacher's: a few cells of key objects on an empty background.
     sparse_masks = (255 * (rng.random((b, m, m)) < 0.1)).astype(np.uint8)
+    teacher = config.teacher.kind != "none"
     return Batch(
         obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
         action=rng.uniform(-1, 1, (b, action_dim)).astype(np.float32),
@@ -98,5 +101,10 @@ def synthetic_batch(
         next_obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
         step_reward=rng.uniform(0, 1, b).astype(np.float32),
         actions=rng.uniform(-1, 1, (b, n, action_dim)).astype(np.float32),
-        knowledge_map=sparse_masks if config.teacher.kind != "none" else None,
+        knowledge_map=sparse_masks if teacher else None,
+        next_knowledge_map=sparse_masks[::-1].copy() if teacher else None,
+        # A foreground block in the middle of every frame: the bodies in front of sky and floor.
+        foreground=np.pad(np.ones((b, k, s // 2, s // 2), bool), ((0, 0), (0, 0), (s // 4,) * 2, (s // 4,) * 2))
+        if config.uses_foreground
+        else None,
     )

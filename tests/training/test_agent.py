@@ -1,5 +1,7 @@
 """The learners' wiring: what each target reads, which loss trains which path, the switches."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -165,20 +167,65 @@ def test_the_contrastive_loss_leaves_out_samples_with_an_empty_teacher_map():
     torch.testing.assert_close(loss, expected)
 
 
-def test_the_contrastive_positive_is_the_target_semantic_map_under_the_teacher_map_of_another_view():
+def test_the_contrastive_key_is_the_target_pass_over_next_obs_under_its_teacher_map():
     torch.manual_seed(0)
     config = config_with("agent.augment_pad=4")
     agent = make_agent(config, 1, CPU)
     batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
     views = agent.augment(batch)
-    assert views.obs2 is not None and not torch.equal(views.obs2, views.obs)  # another random shift
     with torch.no_grad():
         _, targets = agent.targets(views, batch, frames=0)
-        cells = agent.encoder.map_to_cells(views.teacher_map2)
-        semantic = agent.encoder_target.semantic_features(views.obs2)
+        cells = agent.encoder.map_to_cells(views.next_teacher_map)
+        semantic = agent.encoder_target(views.next_obs).semantic_map
     pooled = (semantic * cells).sum((2, 3)) / cells.sum((2, 3)).clamp_min(1e-3)
     torch.testing.assert_close(targets.knowledge, pooled)
     torch.testing.assert_close(targets.knowledge_valid, cells.sum((1, 2, 3)) > 0)
+
+
+def test_the_contrastive_key_costs_no_encoder_pass_of_its_own():
+    config = config_with()
+    agent = make_agent(config, 1, CPU)
+    online = record_inputs(agent.encoder.semantic_convs)
+    target = record_inputs(agent.encoder_target.semantic_convs)
+    agent.update(synthetic_batch(config, 1, np.random.default_rng(0)), frames=0)
+    # One online pass over obs and one over next_obs (the actor's next action), one target pass.
+    assert (len(online), len(target)) == (2, 1)
+
+
+def test_a_fraction_of_the_views_is_composited_and_every_target_stays_clean():
+    torch.manual_seed(0)
+    config = config_with("encoder.gate=true", "augment.composite=0.25")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
+    clean = agent._frames(batch.obs)  # pad 0: the shift moves nothing
+    views = agent.augment(batch)
+    m = len(batch.obs) // 4
+    assert torch.equal(views.obs[m:], clean[m:])
+    keep = batch.foreground.repeat_interleave(3, dim=1)  # every frame's own mask, per channel
+    composited = views.obs[:m]
+    assert torch.equal(composited[keep[:m]], clean[:m][keep[:m]])
+    assert (composited[~keep[:m]] != clean[:m][~keep[:m]]).float().mean() > 0.9
+    # The TD target and the auxiliary targets read next_obs and the teacher only.
+    with torch.no_grad():
+        torch.manual_seed(1)
+        target, aux = agent.targets(views, batch, frames=0)
+        torch.manual_seed(1)
+        plain, plain_aux = agent.targets(replace(views, obs=clean), batch, frames=0)
+    torch.testing.assert_close(target, plain)
+    torch.testing.assert_close(aux.next_latent, plain_aux.next_latent)
+    torch.testing.assert_close(aux.foreground_cells, plain_aux.foreground_cells)
+
+
+def test_a_logged_update_gives_each_loss_gradient_norm_on_the_encoder_trunk():
+    config = config_with("encoder.gate=true", "augment.composite=0.5")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0))
+    quiet = agent.update(batch, frames=0)
+    logged = agent.update(batch, frames=0, diagnose=True)
+    assert not any(k.startswith("grad_") for k in quiet)
+    names = ["critic", "transition", "reward", "knowledge_map", "foreground", "contrastive"]
+    assert {f"grad_{n}" for n in names} == {k for k in logged if k.startswith("grad_")}
+    assert all(float(logged[f"grad_{n}"]) > 0 for n in names)
 
 
 @pytest.mark.parametrize(("gate", "trained"), [("predicted", True), ("detached", False)])

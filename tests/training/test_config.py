@@ -62,3 +62,32 @@ def test_cli_reports_the_field_and_exits_2_before_any_work(tmp_path, capsys):
     assert code == 2
     assert "agent.gamma" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        (["encoder.kind=pixel"], "encoder.gate"),  # the quickstart gates; a pixel encoder has no gate
+        (["teacher.kind=none"], "encoder.gate"),
+        (["teacher.kind=none", "encoder.gate=false"], "augment.composite"),
+    ],
+)
+def test_a_switch_that_needs_the_teacher_mask_or_the_semore_encoder_is_named(overrides, path):
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "configs/quickstart.yaml", overrides)
+    assert f"{path}:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "teacher", "foreground"),
+    [
+        ([], True, True),
+        (["augment.composite=0"], True, True),
+        (["encoder.gate=false", "augment.composite=0"], True, False),
+        (["encoder.kind=pixel", "encoder.gate=false"], True, True),  # pixel+composite
+        (["encoder.kind=pixel", "encoder.gate=false", "augment.composite=0"], False, False),
+    ],
+)
+def test_the_teacher_runs_only_where_something_reads_it(overrides, teacher, foreground):
+    config = load_config(ROOT / "configs/quickstart.yaml", overrides)
+    assert (config.uses_teacher, config.uses_foreground) == (teacher, foreground)

@@ -218,3 +218,50 @@ def test_semantic_input_switch_sets_which_frames_the_semantic_path_reads(semanti
     assert encoder.semantic_convs[0].in_channels == 3 * frames_read
     assert changed == (frames_read == 3)
     assert encoder(x).feature.shape == (2, 20)
+
+
+def moving_stack(amplitude: float, size: int = 32) -> torch.Tensor:
+    """A preprocessed stack whose frames differ by `amplitude` times a fixed pattern."""
+    torch.manual_seed(0)
+    base, step = torch.rand(1, 3, size, size) - 0.5, torch.rand(1, 3, size, size) - 0.5
+    return torch.cat([base, base + amplitude * step, base + 2 * amplitude * step], dim=1)
+
+
+def test_the_motion_latent_grows_with_the_motion_and_is_zero_for_a_still_stack():
+    encoder = make_encoder(EncoderConfig(kind="semore", channels=8, feature_dim=8, attention_grid=3), 3, 32)
+    with torch.no_grad():
+        norms = [float(encoder(moving_stack(a)).motion.norm()) for a in (0.0, 0.01, 0.3, 1.0)]
+    assert norms[0] == 0.0  # a still stack is no motion, not amplified noise
+    assert norms[1] < norms[2] < norms[3]
+    assert norms[3] / norms[2] == pytest.approx(1.0 / 0.3, rel=1e-3)  # graded, not an on/off code
+
+
+def gated_encoder(foreground_bias: float) -> SemoreEncoder:
+    """A gated encoder whose foreground head says `foreground_bias` (in logits) everywhere."""
+    config = EncoderConfig(kind="semore", channels=8, feature_dim=8, attention_grid=3, gate=True)
+    encoder = make_encoder(config, 3, 32)
+    torch.nn.init.zeros_(encoder.foreground_head[-1].weight)
+    torch.nn.init.constant_(encoder.foreground_head[-1].bias, foreground_bias)
+    return encoder
+
+
+def test_a_closed_gate_keeps_every_pixel_from_both_latents_and_an_open_one_lets_them_through():
+    x, other = moving_stack(0.3), moving_stack(0.3) + 0.2 * torch.rand(1, 9, 32, 32)
+    closed, open_ = gated_encoder(-30.0), gated_encoder(30.0)
+    for path in ("semantic", "motion"):
+        assert torch.allclose(getattr(closed(x), path), getattr(closed(other), path), atol=1e-6)
+        assert not torch.allclose(getattr(open_(x), path), getattr(open_(other), path), atol=1e-3)
+
+
+def test_the_gate_map_sits_one_layer_before_the_last_and_spreads_over_the_image_cell_by_cell():
+    encoder = gated_encoder(0.0)
+    out = encoder(moving_stack(0.3))
+    field, side = receptive_field(3), conv_output_size(32, 3)  # 4 layers: the gate reads the 3rd
+    assert out.foreground_logits.shape == (1, 1, side, side)
+    # One open cell of the gate map lights the pixels around that cell's centre, widened by
+    # the dilation, and no pixel far from it.
+    cells = torch.full((1, 1, side, side), -30.0)
+    cells[0, 0, 7, 7] = 30.0
+    spread = encoder._motion_gate(cells)[0, 0]
+    centre = field.first_centre + field.jump * 7
+    assert spread[centre, centre] > 0.99 and spread[0, 0] < 1e-6 and spread[centre, 31] < 1e-6

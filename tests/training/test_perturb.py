@@ -1,6 +1,10 @@
 """Perturbations: image ones on any frames; scene ones on real dm_control renders, changing the
 pixels they should and only those."""
 
+import re
+from pathlib import Path
+
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 
@@ -8,8 +12,9 @@ from training.config import EnvConfig
 from training.envs import make_env
 from training.perturb import PERTURBATIONS, make_perturbation
 
+EVAL_VIDEOS = Path(__file__).resolve().parents[2] / "benchmarks/data/eval_videos"
 IMAGE = ["brightness", "color-jitter", "noise", "occlusion"]
-SCENE = [name for name in PERTURBATIONS if name not in IMAGE]
+SCENE = [name for name in PERTURBATIONS if name not in IMAGE] + [f"video={EVAL_VIDEOS}"]
 
 
 @pytest.fixture
@@ -118,6 +123,65 @@ def test_background_swap_changes_background_pixels_only_and_moves():
     assert diff[background].mean() > 0.5 and not diff[~background].any()
     moved = changed(frames[1][0], frames[1][1]) & background
     assert moved.mean() > 0.05  # the texture drifts from frame to frame
+
+
+def played(spec: str, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[steps + 1] frames of a clean env and of one under `spec`, both doing nothing, and the clean
+    background masks."""
+    config = EnvConfig(id="dmc:cartpole-balance", image_size=64, render_quality="fast")
+    clean, perturbed = make_env(config, seed=0), make_env(config, seed=0)
+    perturbed.perturb(make_perturbation(spec, 5))
+    frames, masks = [[clean.reset().frame], [perturbed.reset().frame]], [clean.background_mask()]
+    for _ in range(steps):
+        frames[0].append(clean.step(np.zeros(clean.action_dim)).frame)
+        frames[1].append(perturbed.step(np.zeros(perturbed.action_dim)).frame)
+        masks.append(clean.background_mask())
+    return np.stack(frames[0]), np.stack(frames[1]), np.stack(masks)
+
+
+def test_a_video_plays_over_the_background_one_frame_per_rendered_frame(tmp_path):
+    greys = [np.full((48, 48, 3), 25 * i, np.uint8) for i in range(10)]  # frame i is flat grey 25 i
+    imageio.mimsave(tmp_path / "greys.mp4", greys, fps=10, macro_block_size=1)
+    clean, perturbed, background = played(f"video={tmp_path}", steps=11)
+    np.testing.assert_array_equal(perturbed[~background], clean[~background])
+    shown = [frame[mask] for frame, mask in zip(perturbed, background, strict=True)]
+    assert all(np.ptp(pixels) <= 6 for pixels in shown)  # each frame's background is one grey
+    index = [round(pixels.mean() / 25) for pixels in shown]
+    assert all((b - a) % 10 == 1 for a, b in zip(index, index[1:], strict=False)), index  # in order, looping
+
+
+def test_an_image_drifts_slowly_over_the_background(tmp_path):
+    texture = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    imageio.imwrite(tmp_path / "noise.png", texture)
+    clean, perturbed, background = played(f"video={tmp_path}", steps=12)
+    np.testing.assert_array_equal(perturbed[~background], clean[~background])
+    assert changed(clean[0], perturbed[0])[background[0]].mean() > 0.9
+    # The last frame shows the first one's picture a few pixels on: one small shift matches it exactly.
+    first, last = perturbed[0], perturbed[-1]
+    rows, cols = np.nonzero(background[-1][4:-4, 4:-4])
+    rows, cols = rows + 4, cols + 4
+
+    def aligned(dy: int, dx: int) -> bool:
+        seen = background[0][rows + dy, cols + dx]  # background in both frames
+        return (last[rows, cols][seen] == first[rows + dy, cols + dx][seen]).all()
+
+    shifts = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5) if aligned(dy, dx)]
+    assert len(shifts) == 1 and shifts != [(0, 0)], shifts
+
+
+def test_the_committed_evaluation_videos_play():
+    clean, perturbed, background = played(f"video={EVAL_VIDEOS}", steps=2)
+    assert changed(clean[-1], perturbed[-1])[background[-1]].mean() > 0.5
+    assert changed(perturbed[-2], perturbed[-1])[background[-1]].mean() > 0.05
+
+
+def test_video_needs_a_folder_of_videos_or_images(tmp_path):
+    with pytest.raises(ValueError, match=re.escape(f"--perturb: no folder at {tmp_path / 'nowhere'}")):
+        make_perturbation(f"video={tmp_path / 'nowhere'}", 0)
+    with pytest.raises(ValueError, match="--perturb: .* holds no image or video"):
+        make_perturbation(f"video={tmp_path}", 0)
+    with pytest.raises(ValueError, match="--perturb: unknown perturbation 'video=' .*video=DIR"):
+        make_perturbation("video=", 0)
 
 
 def test_camera_shift_moves_the_view_but_keeps_the_objects_in_it():

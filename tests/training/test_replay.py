@@ -118,3 +118,17 @@ def test_sampling_with_no_labelled_frame_is_a_clear_error():
     fill(buffer, [5])
     with pytest.raises(ValueError, match="no labelled transition"):
         buffer.sample(4, np.random.default_rng(0))
+
+
+def test_foreground_masks_are_kept_as_bits_and_gathered_for_every_frame_of_a_stack():
+    buffer = ReplayBuffer(20, (2, 2, 3), 1, frame_stack=3, n_step=1, gamma=0.5, map_size=2, foreground=True)
+    fill(buffer, [6])  # frames 0..6 of one episode
+    t = np.arange(7)
+    foreground = np.zeros((7, 2, 2), bool)
+    foreground[t, t % 2, t // 4] = True  # each frame its own pattern
+    buffer.set_labels(t, Labels(np.zeros((7, 2, 2), np.uint8), foreground=foreground))
+    assert buffer.foreground.shape == (20, 1)  # 4 pixels in one byte
+    batch = buffer.sample(50, np.random.default_rng(0))
+    newest = batch.obs[:, -1, 0, 0, 0].astype(int)
+    stack_frames = np.maximum(newest[:, None] + np.arange(-2, 1), 0)  # the first frame fills the gap
+    np.testing.assert_array_equal(batch.foreground, foreground[stack_frames])

@@ -55,6 +55,8 @@ class PixelEnv(ABC):
 
     def reset(self) -> Step:
         self._stack.reset()
+        if self._perturbation is not None and self._perturbation.episode is not None:
+            self._perturbation.episode(self)
         frame = self._perturbed(self._reset())
         return Step(frame, self._stack.push(frame), 0.0, False, False)
 

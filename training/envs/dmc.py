@@ -30,6 +30,7 @@ class DMCEnv(PixelEnv):
             self.physics.model.vis.quality.offsamples = 0
             self.physics.model.mat_reflectance[:] = 0.0
         self._mask_geoms: dict[tuple[str, ...], np.ndarray] = {}
+        self._segmented: tuple[np.ndarray, np.ndarray] | None = None  # of the latest frame
         spec = self._env.action_spec()
         self.action_low = spec.minimum.astype(np.float64)
         self.action_high = spec.maximum.astype(np.float64)
@@ -46,6 +47,7 @@ class DMCEnv(PixelEnv):
 
     def _render(self) -> np.ndarray:
         size = self.config.image_size
+        self._segmented = None
         return self.physics.render(size, size, camera_id=self.camera)
 
     def geom_ids(self, objects: list[str]) -> np.ndarray:
@@ -67,10 +69,13 @@ class DMCEnv(PixelEnv):
         return np.array(sorted(ids), dtype=np.int32)
 
     def _segmentation(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per pixel: the geom id, and whether a geom is there at all (else the skybox)."""
-        size = self.config.image_size
-        seg = self.physics.render(size, size, camera_id=self.camera, segmentation=True)
-        return seg[..., 0], seg[..., 1] == mjtObj.mjOBJ_GEOM
+        """Per pixel of the latest frame: the geom id, and whether a geom is there at all (else the
+        skybox). Rendered once per frame: the object mask and the background mask share it."""
+        if self._segmented is None:
+            size = self.config.image_size
+            seg = self.physics.render(size, size, camera_id=self.camera, segmentation=True)
+            self._segmented = seg[..., 0], seg[..., 1] == mjtObj.mjOBJ_GEOM
+        return self._segmented
 
     def object_mask(self, objects: list[str]) -> np.ndarray:
         key = tuple(objects)

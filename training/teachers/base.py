@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,14 +33,23 @@ def downsample_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class Observation:
-    capture: np.ndarray  # what Teacher.capture took: the frame, or for `sim` the mask
+    capture: Any  # what Teacher.capture took: the frame, or for `sim` its masks
     index: int  # the observation's position in its episode (0 = the reset frame)
+
+
+def foreground_from_maps(maps: np.ndarray, size: int) -> np.ndarray:
+    """Bool [B, size, size]: where a teacher without a scene calls a pixel relevant (its map, resized
+    nearest, at least half on), for compositing and the gate."""
+    cells = (np.arange(size) * maps.shape[-1]) // size
+    return maps[:, cells][:, :, cells] >= 128
 
 
 @dataclass
 class Labels:
     maps: np.ndarray  # [B, m, m] uint8
     embeddings: np.ndarray | None = None  # [B, D] float16, a global target for the contrastive loss
+    # [B, H, W] bool: what is not background, at frame resolution; None: derived from the maps
+    foreground: np.ndarray | None = None
 
 
 class Teacher(ABC):
@@ -51,7 +61,7 @@ class Teacher(ABC):
         self.config = config
         self.map_size = config.map_size
 
-    def capture(self, env: PixelEnv, frame: np.ndarray) -> np.ndarray:
+    def capture(self, env: PixelEnv, frame: np.ndarray) -> Any:
         """What labelling needs from the env's current state; most teachers only need the frame."""
         return frame
 

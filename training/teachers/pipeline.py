@@ -18,7 +18,7 @@ import numpy as np
 
 from training.envs import PixelEnv
 from training.replay import ReplayBuffer
-from training.teachers.base import Labels, Observation, Teacher
+from training.teachers.base import Labels, Observation, Teacher, foreground_from_maps
 
 MAX_IN_FLIGHT = 4  # batches queued on the worker before submit blocks: bounds memory and staleness
 
@@ -85,6 +85,8 @@ class LabelPipeline:
             block = False
 
     def _store(self, t: np.ndarray, labels: Labels, seconds: float) -> None:
+        if self.replay.foreground is not None and labels.foreground is None:
+            labels.foreground = foreground_from_maps(labels.maps, self.replay.frames.shape[1])
         self.replay.set_labels(t, labels)
         self.label_seconds += seconds
         self.labelled += len(t)

@@ -12,8 +12,13 @@ class SimTeacher(Teacher):
     kind = "sim"
     batched = False
 
-    def capture(self, env: PixelEnv, frame: np.ndarray) -> np.ndarray:
-        return downsample_mask(env.object_mask(self.config.objects), self.map_size)
+    def capture(self, env: PixelEnv, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The objects' map, and the exact foreground where the env knows its background."""
+        objects = downsample_mask(env.object_mask(self.config.objects), self.map_size)
+        return objects, ~env.background_mask() if env.has_scene else None
 
     def label(self, observations: list[Observation]) -> Labels:
-        return Labels(np.stack([o.capture for o in observations]))
+        maps = np.stack([o.capture[0] for o in observations])
+        foregrounds = [o.capture[1] for o in observations]
+        exact = all(f is not None for f in foregrounds)
+        return Labels(maps, foreground=np.stack(foregrounds) if exact else None)

@@ -4,7 +4,8 @@ import torch
 
 from training.config import EnvConfig, TeacherConfig
 from training.envs import make_env
-from training.teachers import downsample_mask, make_teacher
+from training.teachers import Observation, downsample_mask, make_teacher
+from training.teachers.base import foreground_from_maps
 
 CPU = torch.device("cpu")
 
@@ -89,3 +90,30 @@ def test_car_racing_masks_road_and_car():
 
 def test_none_teacher_is_the_ablation():
     assert make_teacher(TeacherConfig(kind="none"), "dmc:cartpole-balance", CPU) is None
+
+
+def test_the_sim_foreground_is_everything_but_sky_and_floor_not_only_the_named_objects():
+    env = make_env(EnvConfig(id="dmc:cartpole-balance", image_size=64, render_quality="fast"), seed=0)
+    step = env.reset()
+    teacher = make_teacher(
+        TeacherConfig(kind="sim", objects=["pole_1"], map_size=16), "dmc:cartpole-balance", CPU
+    )
+    labels = teacher.label([Observation(teacher.capture(env, step.frame), 0)])
+    foreground = labels.foreground[0]
+    np.testing.assert_array_equal(foreground, ~env.background_mask())
+    # More than the named objects: the cart, not named, is no background either.
+    assert (foreground & ~env.object_mask(["pole_1"])).sum() > 20
+    assert not (env.object_mask(["cart", "pole_1"]) & ~foreground).any()
+
+
+def test_a_teacher_without_a_scene_gives_its_map_thresholded_as_the_foreground():
+    maps = np.array([[[0, 255], [127, 128]]], np.uint8)
+    np.testing.assert_array_equal(
+        foreground_from_maps(maps, 4)[0],
+        [
+            [False, False, True, True],
+            [False, False, True, True],
+            [False, False, True, True],
+            [False, False, True, True],
+        ],
+    )
