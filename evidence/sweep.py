@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         help="trials at a time, in place of the spec's max_concurrent: a larger machine runs more "
         "at once, and what each trial measures stays the same",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="run only these of the spec's seeds, to share one sweep between machines",
+    )
     args = parser.parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print("semore-sweep: --max-concurrent must be at least 1", file=sys.stderr)
@@ -136,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         print("semore-sweep: --address needs the ray backend", file=sys.stderr)
         return 2
 
+    if args.seeds and (unknown := sorted(set(args.seeds) - set(spec.seeds))):
+        print(
+            f"semore-sweep: --seeds: {unknown} are not among the spec's seeds {spec.seeds}",
+            file=sys.stderr,
+        )
+        return 2
+
     stored = args.out / "sweep.json"
     resolved = spec.model_dump(mode="json")
     if stored.exists():
@@ -156,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent is not None:
         spec = spec.model_copy(update={"max_concurrent": args.max_concurrent})
     trials = spec.trials(args.out)
+    if args.seeds:
+        trials = [t for t in trials if t.seed in args.seeds]
     pending = [t for t in trials if read_state(t)["state"] != "done"]
     print(
         f"{spec.name}: {len(trials)} trials, {len(trials) - len(pending)} done earlier, {args.backend} backend"
