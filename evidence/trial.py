@@ -56,8 +56,16 @@ def write_state(trial: Trial, state: str, **extra) -> None:
 
 def git_commit() -> str | None:
     """The commit the code runs at: each finished trial names it, so results from several sessions
-    can be told apart when the learner changed between them."""
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    can be told apart when the learner changed between them. A copy of the tree without its history
+    (the GPU machine's) is named by SEMORE_COMMIT."""
+    if commit := os.environ.get("SEMORE_COMMIT"):
+        return commit
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except FileNotFoundError:  # no git on this machine
+        return None
     return out.stdout.strip() or None
 
 

@@ -1,16 +1,22 @@
 """Builds what the GPU machine lacks, small enough to travel with the working tree (64 MiB).
 
-The device machine has Python 3.12 with torch, onnx, onnxruntime (CPU), grpcio, numpy, scipy,
-PyYAML and matplotlib, but no mujoco, dm_control or pydantic, and no network. This downloads
-those wheels for CPython 3.12 on x86-64 Linux into `.whl/` and slims the two large ones:
+The device machine has Python 3.12 with torch, onnx, onnxruntime (CPU), grpcio, protobuf, numpy,
+scipy, PyYAML, matplotlib, tensorboard, imageio, tqdm, absl-py and lxml (DEVICE below, from
+/work/.library/device/KINDS.md), but no mujoco, dm_control, pydantic or imageio-ffmpeg, and no
+network. This downloads those wheels (WHEELS) for CPython 3.12 on x86-64 Linux into `.whl/`,
+drops any other wheel there (one version of each package, or the install stops), and slims the
+two large ones:
 - dm_control (56 MB): only the Control Suite is used; the locomotion and manipulation assets,
   the dog's meshes, test data and the Blender exporter go (about 50 MB);
 - mujoco (27 MB): the experimental studio and its GUI libraries go (about 16 MB).
-The wheels' RECORD files are rewritten to match. With `--gl` it also fetches the EGL and
-OpenGL loader packages that headless rendering needs there into `.gl/` (amd64 .debs).
+The wheels' RECORD files are rewritten to match. Every wheel's Requires-Dist must then be carried,
+on the device, or in UNUSED (needed by code the training, export and evaluation never import);
+else it stops. With `--gl` it also fetches the EGL and OpenGL loader packages that headless
+rendering needs there into `.gl/` (amd64 .debs).
 
     python tools/gpu_bundle.py [--out .whl] [--gl]
-then on the device machine: `bash benchmarks/gpu_sweep.sh OUTDIR` (it installs them).
+then on the device machine: `bash benchmarks/gpu_sweep.sh OUTDIR` or
+`bash benchmarks/gpu_train_speed.sh OUTDIR` (benchmarks/gpu_env.sh installs them).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import re
 import subprocess
 import sys
 import zipfile
@@ -35,7 +42,26 @@ WHEELS = [
     "pydantic-core==2.50.5",
     "annotated-types==0.8.0",
     "typing-inspection==0.4.5",
+    # pydantic-core needs typing-extensions>=4.16; the device's version is not recorded
+    "typing-extensions==4.16.0",
+    # mp4 reading and writing (the `video=DIR` evaluation backgrounds, eval videos): imageio has no
+    # video backend there. 0.5.1's wheel (ffmpeg 4.2) is 27 MB; 0.8.1's, the project's pin, is 65 MB.
+    "imageio-ffmpeg==0.5.1",
 ]
+# The device's own packages (KINDS.md, "Python packages already there"), as far as the wheels
+# above and the training, export and evaluation code need them.
+DEVICE = {
+    "absl-py", "attrs", "etils", "fsspec", "grpcio", "imageio", "lxml", "matplotlib", "numpy",
+    "onnx", "onnxruntime", "opencv-python-headless", "packaging", "pillow", "protobuf",
+    "pyparsing", "pyyaml", "requests", "scipy", "setuptools", "tensorboard", "torch",
+    "torchvision", "tqdm", "triton", "typing-extensions", "wrapt", "zipp",
+}  # fmt: skip
+# Required by a carried wheel, imported only by code that the device runs never reach.
+UNUSED = {
+    "glfw": "windowed rendering (MUJOCO_GL=glfw); the device renders through EGL",
+    "labmaze": "dm_control.locomotion's mazes, dropped from the wheel",
+    "websockets": "mujoco's remote viewer",
+}
 DROP = {
     "dm_control": (
         "dm_control/locomotion/",
@@ -53,6 +79,7 @@ PLATFORMS = [
     "manylinux_2_27_x86_64",
     "manylinux_2_17_x86_64",
     "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
 ]
 GL_PACKAGES = ["libvulkan1", "libegl1", "libglvnd0", "libopengl0", "libgl1", "libglx0", "libgles2"]
 
@@ -62,6 +89,46 @@ def download(out: Path) -> None:
     cmd += ["--python-version", "3.12", "--implementation", "cp"]
     cmd += [arg for p in PLATFORMS for arg in ("--platform", p)] + ["--platform", "any", *WHEELS]
     subprocess.run(cmd, check=True)
+
+
+def normalize(name: str) -> str:
+    """A project name as the package index compares them: dm_control, dm-control, DM.Control alike."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_name(wheel: Path) -> tuple[str, str]:
+    """(normalized project name, version) from a wheel's file name."""
+    name, version = wheel.name.split("-")[:2]
+    return normalize(name), version
+
+
+def drop_stale(out: Path) -> list[str]:
+    """Removes the wheels that WHEELS does not pin (an older download): two versions of one
+    package stop the device's install. Returns their names."""
+    wanted = {(normalize(n), v) for n, v in (w.split("==") for w in WHEELS)}
+    stale = [w for w in sorted(out.glob("*.whl")) if wheel_name(w) not in wanted]
+    for wheel in stale:
+        wheel.unlink()
+    return [w.name for w in stale]
+
+
+def requirements(wheel: Path) -> list[str]:
+    """The project names a wheel requires outside its extras."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = z.read(meta).decode().splitlines()
+    names = []
+    for line in lines:
+        if line.startswith("Requires-Dist:") and "extra ==" not in line:
+            names.append(normalize(re.match(r"[A-Za-z0-9._-]+", line.split(":", 1)[1].strip()).group()))
+    return names
+
+
+def unmet(wheels: list[Path]) -> list[str]:
+    """Each requirement that is neither carried, on the device, nor UNUSED: 'NAME (by WHEEL)'."""
+    carried = {wheel_name(w)[0] for w in wheels}
+    known = carried | DEVICE | set(UNUSED)
+    return sorted({f"{r} (by {wheel_name(w)[0]})" for w in wheels for r in requirements(w) if r not in known})
 
 
 def _record_line(name: str, data: bytes) -> str:
@@ -122,14 +189,28 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(exist_ok=True)
     download(args.out)
+    for name in drop_stale(args.out):
+        print(f"removed {name}: not in WHEELS")
     for wheel in sorted(args.out.glob("*.whl")):
         package = wheel.name.split("-")[0]
         if package in DROP:
             saved = slim(wheel, DROP[package])
             print(f"slimmed {wheel.name}: -{saved / 2**20:.1f} MiB")
+    wheels = sorted(args.out.glob("*.whl"))
+    names = [wheel_name(w)[0] for w in wheels]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        print(f"more than one version of: {', '.join(twice)}", file=sys.stderr)
+        return 1
+    missing = unmet(wheels)
+    if missing:
+        print(f"required, and neither carried nor on the device: {', '.join(missing)}", file=sys.stderr)
+        return 1
     if args.gl:
         fetch_gl(ROOT / ".gl")
     bundle = sum(f.stat().st_size for f in args.out.glob("*.whl"))
+    for wheel in wheels:
+        print(f"  {wheel.stat().st_size / 2**20:6.2f} MiB  {wheel.name}")
     gl = sum(f.stat().st_size for f in (ROOT / ".gl").glob("*.deb")) if (ROOT / ".gl").exists() else 0
     tree = tree_bytes()
     total = (bundle + gl + tree) / 2**20
