@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from training.agent import make_agent
-from training.checkpoint import CHECKPOINT_NAME, REPLAY_NAME, load
-from training.config import RunConfig
+from training.checkpoint import CHECKPOINT_NAME, REPLAY_NAME, Checkpoint, CheckpointError
 from training.networks import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +32,14 @@ GRID = torch.linspace(-1.0, 1.0, 9)
 
 
 def read_run(run: Path, states: int) -> dict:
-    state = load(run / CHECKPOINT_NAME)
-    config = RunConfig.model_validate(state["config"]).model_copy(update={"device": "cpu"})
+    checkpoint = Checkpoint.load(run / CHECKPOINT_NAME)
+    config = checkpoint.config.model_copy(update={"device": "cpu"})
     if config.agent.kind != "drqv2":
         raise SystemExit(f"{run}: agent.kind is {config.agent.kind}; this reads DrQ-v2's actor")
     config.encoder.compile = False
     replay = np.load(run / REPLAY_NAME)
     agent = make_agent(config, replay["actions"].shape[1], torch.device("cpu"))
-    agent.load_state_dict(state["agent"])
+    agent.load_state_dict(checkpoint.agent)
     frames, k = replay["frames"], config.env.frame_stack
     size = min(int(replay["size"]), len(frames))
     index = np.linspace(k - 1, size - 1, min(states, size - k + 1)).astype(int)
@@ -54,7 +53,7 @@ def read_run(run: Path, states: int) -> dict:
     return {
         "env": config.env.id,
         "lr": config.agent.lr,
-        "frames": int(state["step"]) * config.env.action_repeat,
+        "frames": checkpoint.frames,
         "states": len(index),
         "pre_tanh_mean": round(pre_tanh.mean().item(), 2),
         "pre_tanh_min": round(pre_tanh.min().item(), 2),
@@ -87,7 +86,10 @@ def main() -> None:
         f"{'run':<60} {'frames':>7} {'pre-tanh mean [min, max]':>26} {'saturated':>9} {'critic prefers':>14}"
     )
     for run in args.runs:
-        record = read_run(run, args.states)
+        try:
+            record = read_run(run, args.states)
+        except (FileNotFoundError, CheckpointError) as exc:
+            raise SystemExit(f"actor_saturation: {exc}") from None
         runs[run_name(run)] = record
         spread = f"{record['pre_tanh_mean']} [{record['pre_tanh_min']}, {record['pre_tanh_max']}]"
         print(

@@ -55,7 +55,7 @@ def collect(frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     stacks, states = [], []
     env.reset()
     while len(stacks) < frames:
-        step = env.step(rng.uniform(-1, 1, env.action_dim))
+        step = env.step(env.from_unit(rng.uniform(-1, 1, env.action_dim)))
         if step.last:
             env.reset()
             continue

@@ -13,10 +13,12 @@ Measures, in one run:
     CPU cost (on the same cores as the server here) distorts the server's figure as little as possible.
 
 Targets on the 2-core development CPU: single-stream p50 <= in-process p50 + 0.5 ms, and
-aggregate throughput at 32 streams >= 2x single stream. Results go to
-benchmarks/results/serve_latency.json and a printed table.
+aggregate throughput at 32 streams >= 2x single stream; ``overhead_over_echo`` <= 1.3, judged on
+the median of ``--runs`` whole measurements (it moves with the machine's load). Results go to
+benchmarks/results/serve_latency.json (the median run in full, and every run's single-stream
+figures under ``runs``) and a printed table.
 
-    python benchmarks/serve_latency.py                 # builds the tiny test policy (writes the results file)
+    python benchmarks/serve_latency.py --runs 5        # builds the tiny test policy (writes the results file)
     python benchmarks/serve_latency.py --model policy.onnx --device cpu
 """
 
@@ -291,34 +293,21 @@ def measure_concurrent(address: str, n_streams: int, n_frames: int, warmup: int,
 # -- main -----------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, help="policy .onnx (default: build the tiny test policy)")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--frames", type=int, default=3000, help="single-stream and in-process measured steps")
-    p.add_argument("--warmup", type=int, default=300)
-    p.add_argument("--streams", default="1,8,32,64", help="concurrency levels")
-    p.add_argument("--frames-per-stream", type=int, default=300)
-    p.add_argument("--workers", type=int, default=1, help="load-generator processes for concurrent streams")
-    p.add_argument("--server-arg", action="append", default=[], help="extra semore-serve flag (repeatable)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = p.parse_args(argv)
-
+def measure(args: argparse.Namespace, model: Path) -> dict:
+    """One whole measurement: every figure of the results file, for one run."""
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or build_tiny_policy(Path(tmp) / "tiny_policy.onnx")
-        floor = measure_in_process(model, args.device, args.frames, args.warmup)
-        spec = floor.pop("spec")
-        echo = measure_echo(spec, args.frames, args.warmup)
-        proc, address = start_server(model, args.device, args.server_arg)
-        try:
-            single = measure_single_stream(address, args.frames, args.warmup)
-            levels = [int(s) for s in args.streams.split(",") if s]
-            concurrent = [
-                measure_concurrent(address, c, args.frames_per_stream, 20, args.workers) for c in levels
-            ]
-        finally:
-            exit_code = stop_server(proc)
+    floor = measure_in_process(model, args.device, args.frames, args.warmup)
+    spec = floor.pop("spec")
+    echo = measure_echo(spec, args.frames, args.warmup)
+    proc, address = start_server(model, args.device, args.server_arg)
+    try:
+        single = measure_single_stream(address, args.frames, args.warmup)
+        levels = [int(s) for s in args.streams.split(",") if s]
+        concurrent = [
+            measure_concurrent(address, c, args.frames_per_stream, 20, args.workers) for c in levels
+        ]
+    finally:
+        exit_code = stop_server(proc)
     load_after = os.getloadavg()
 
     by_streams = {c["streams"]: c for c in concurrent}
@@ -330,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         if 32 in by_streams and 1 in by_streams
         else None
     )
-    result = {
+    return {
         "benchmark": "serve_latency",
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -366,12 +355,74 @@ def main(argv: list[str] | None = None) -> int:
         },
         "server_exit_code": exit_code,
     }
+
+
+def run_figures(result: dict) -> dict:
+    """What one run of several is remembered by: its single-stream figures, their floors, its load."""
+    return {
+        "timestamp": result["timestamp"],
+        "loadavg_1m_before": result["machine"]["loadavg_1m_before"],
+        "in_process_p50_ms": result["in_process"]["p50_ms"],
+        "echo_p50_ms": result["echo"]["p50_ms"],
+        "single_stream_p50_ms": result["single_stream"]["p50_ms"],
+        "server_side_p50_ms": result["single_stream"]["server_side_p50_ms"],
+        "server_inference_p50_ms": result["single_stream"]["server_inference_p50_ms"],
+        "overhead_over_echo": result["overhead_over_echo"],
+    }
+
+
+def combine(results: list[dict]) -> dict:
+    """The median run (by overhead_over_echo) in full, every run's figures in ``runs``, and the
+    medians: one run moves with the machine's load, so the overhead target is judged on the median."""
+    result = sorted(results, key=lambda r: r["overhead_over_echo"])[len(results) // 2]
+    median = float(np.median([r["overhead_over_echo"] for r in results]))
+    result["runs"] = [run_figures(r) for r in results]
+    result["overhead_over_echo_median"] = round(median, 3)
+    result["single_stream_p50_ms_median"] = round(
+        float(np.median([r["single_stream"]["p50_ms"] for r in results])), 4
+    )
+    result["targets"]["overhead_over_echo_met"] = median <= OVERHEAD_OVER_ECHO_TARGET
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="policy .onnx (default: build the tiny test policy)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--frames", type=int, default=3000, help="single-stream and in-process measured steps")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--streams", default="1,8,32,64", help="concurrency levels")
+    p.add_argument("--frames-per-stream", type=int, default=300)
+    p.add_argument("--workers", type=int, default=1, help="load-generator processes for concurrent streams")
+    p.add_argument("--server-arg", action="append", default=[], help="extra semore-serve flag (repeatable)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="whole measurements in a row; the results file keeps the median one",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or build_tiny_policy(Path(tmp) / "tiny_policy.onnx")
+        result = combine([measure(args, model) for _ in range(args.runs)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    where = f"{result['model']['path']}, stack {spec.stack_shape}, {os.cpu_count()} CPUs"
+    floor, echo, single = result["in_process"], result["echo"], result["single_stream"]
+    concurrent, load = result["concurrent"], result["machine"]
+    overhead, overhead_over_echo = result["single_stream_overhead_ms"], result["overhead_over_echo_median"]
+    ratio_32, ratio_32_vs_1 = (
+        result["throughput_ratio_32_streams"],
+        result["throughput_ratio_32_vs_1_streams_same_client"],
+    )
+    where = f"{result['model']['path']}, stack {tuple(result['model']['stack_shape'])}, {os.cpu_count()} CPUs"
     print(f"\nsemore-serve on loopback, {where}")
-    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}\n")
+    if args.runs > 1:
+        ratios = ", ".join(f"{run['overhead_over_echo']:.2f}" for run in result["runs"])
+        print(f"{args.runs} runs, overhead over echo: {ratios}; the table shows the median run")
+    print(f"load average before/after: {load['loadavg_1m_before']:.2f} / {load['loadavg_1m_after']:.2f}\n")
     print(f"{'measurement':<34}{'p50 ms':>9}{'p99 ms':>9}{'frames/s':>11}{'batch':>7}")
     print("-" * 70)
     print(f"{'in-process OnnxPolicy.act':<34}{floor['p50_ms']:>9.3f}{floor['p99_ms']:>9.3f}{'':>11}{'':>7}")
@@ -400,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput 32 streams / single stream: {ratio_32:.2f}x (target >= 2: {verdict})")
     if ratio_32_vs_1:
         print(f"throughput 32 streams / 1 stream, same load generator: {ratio_32_vs_1:.2f}x")
-    print(f"server exit code after SIGTERM: {exit_code}\nwrote {args.out}")
+    print(f"server exit code after SIGTERM: {result['server_exit_code']}\nwrote {args.out}")
     return 0
 
 

@@ -135,7 +135,7 @@ def env_frames_per_second(config: RunConfig, steps: int, time_box: float | None 
     tic = time.perf_counter()
     done = 0
     while done < steps and (time_box is None or not done or time.perf_counter() - tic < time_box):
-        step = env.step(rng.uniform(-1, 1, env.action_dim))
+        step = env.step(env.from_unit(rng.uniform(-1, 1, env.action_dim)))
         if teacher is not None:
             teacher.annotate(env, step.frame)
         if step.last:

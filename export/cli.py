@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from export.onnx_export import ParityError, export_checkpoint
+    from training.checkpoint import CheckpointError
 
     try:
         report = export_checkpoint(args.checkpoint, args.out, args.opset, args.fp16)
-    except (FileNotFoundError, ParityError, RuntimeError) as exc:
+    except (FileNotFoundError, CheckpointError, ParityError, RuntimeError) as exc:
         print(f"semore-export: {exc}", file=sys.stderr)
         return 1
     size = report.path.stat().st_size / 1e6

@@ -11,14 +11,13 @@ import numpy as np
 import onnx
 import torch
 
-from export.policy_graph import PolicyGraph, load_policy_graph
+from export.policy_graph import PolicyGraph, trained_policy_graph
 from semore_runtime.policy import CUDA, NonFiniteActionError, OnnxPolicy, file_sha256
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
+from training.checkpoint import Checkpoint
 from training.config import RunConfig
 
 FP32_TOLERANCE = 1e-4
-# Encoder settings that change how it trains or runs in torch, not the exported graph.
-TRAIN_ONLY_ENCODER_FIELDS = {"kind", "channels_last", "compile", "knowledge_gate"}
 # fp16 weights and activations carry ~3 significant digits; actions live in [-1, 1]-scaled bounds.
 FP16_TOLERANCE = 2e-2
 
@@ -61,7 +60,7 @@ def policy_spec(
         render_quality=env.render_quality,
         encoder_kind=config.encoder.kind,
         agent_kind=config.agent.kind,
-        encoder_options=config.encoder.model_dump(exclude=TRAIN_ONLY_ENCODER_FIELDS),
+        encoder_options=config.encoder.graph_options(),
         teacher_kind=config.teacher.kind,
         training_frames=training_frames,
         checkpoint_sha256=sha256,
@@ -116,7 +115,7 @@ def real_frames(config: RunConfig, count: int = 32, seed: int = 0) -> np.ndarray
     rng = np.random.default_rng(seed)
     stacks = [env.reset().stack]
     while len(stacks) < count:
-        step = env.step(rng.uniform(-1, 1, env.action_dim))
+        step = env.step(env.from_unit(rng.uniform(-1, 1, env.action_dim)))
         stacks.append(step.stack)
         if step.last:
             stacks.append(env.reset().stack)
@@ -132,11 +131,12 @@ def export_checkpoint(
     real: np.ndarray | None = None,
     use_env_frames: bool = True,
 ) -> ExportReport:
-    graph, state = load_policy_graph(checkpoint_path)
-    config = RunConfig.model_validate(state["config"])
-    env = state["env"]
-    frames = state["step"] * config.env.action_repeat
-    spec = policy_spec(config, env["action_low"], env["action_high"], frames, file_sha256(checkpoint_path))
+    checkpoint = Checkpoint.load(checkpoint_path)
+    graph = trained_policy_graph(checkpoint)
+    config, env = checkpoint.config, checkpoint.env
+    spec = policy_spec(
+        config, env.action_low, env.action_high, checkpoint.frames, file_sha256(checkpoint_path)
+    )
     device = "cuda" if fp16 else "cpu"
     if fp16:
         import onnxruntime as ort

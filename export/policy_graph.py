@@ -7,12 +7,10 @@ inside the graph.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from training import checkpoint
+from training.checkpoint import Checkpoint
 from training.config import RunConfig
 from training.networks import Actor, make_actor, make_encoder, preprocess
 
@@ -40,11 +38,9 @@ def build_policy_graph(config: RunConfig, action_low: list[float], action_high: 
     return PolicyGraph(encoder, actor, action_low, action_high).eval()
 
 
-def load_policy_graph(path: Path) -> tuple[PolicyGraph, dict]:
-    """The policy of a `semore-train` checkpoint, in eval mode, with the checkpoint's state."""
-    state = checkpoint.load(path)
-    config = RunConfig.model_validate(state["config"])
-    graph = build_policy_graph(config, state["env"]["action_low"], state["env"]["action_high"])
-    graph.encoder.load_state_dict(state["agent"]["encoder"])
-    graph.actor.load_state_dict(state["agent"]["actor"])
-    return graph, state
+def trained_policy_graph(checkpoint: Checkpoint) -> PolicyGraph:
+    """The policy of a `semore-train` checkpoint, in eval mode."""
+    graph = build_policy_graph(checkpoint.config, checkpoint.env.action_low, checkpoint.env.action_high)
+    graph.encoder.load_state_dict(checkpoint.agent["encoder"])
+    graph.actor.load_state_dict(checkpoint.agent["actor"])
+    return graph

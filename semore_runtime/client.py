@@ -91,7 +91,11 @@ class InvalidInputError(PolicyServerError):
 
 
 class AuthenticationError(PolicyServerError):
-    """UNAUTHENTICATED / PERMISSION_DENIED: missing or wrong token, or a client certificate problem."""
+    """UNAUTHENTICATED / PERMISSION_DENIED: missing or wrong token, or a client certificate problem.
+
+    The one type for both ends: the servers' token check raises it (``serve.security.TokenFile``)
+    and a client gets it back from the status it ends the call with.
+    """
 
 
 class ServerBusyError(PolicyServerError):

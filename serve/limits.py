@@ -4,8 +4,8 @@ A policy server's scarce resource is its stream slots (each holds a frame stack 
 producer). ``StreamSlots`` caps them globally (--max-streams) and per client IP address
 (--max-streams-per-client), so one client, however many connections it opens, cannot take every
 slot; ``IdleTimer`` frees the slot of a stream that has gone silent (--idle-timeout), such as a
-robot that vanished without its connection dropping. ``SideCallLimit`` caps the calls outside
-PolicyService (health, reflection) on their own.
+robot that vanished without its connection dropping. ``SideCallLimit`` caps the streams outside
+PolicyService (health watches, reflection) on their own, in the same way, and never a unary call.
 """
 
 from __future__ import annotations
@@ -32,11 +32,24 @@ class StreamLimitError(Exception):
 
 
 class StreamSlots:
-    """Counts open streams against --max-streams and --max-streams-per-client, and remembers who they are."""
+    """Counts open streams against a limit and a per-client limit, and remembers who they are.
 
-    def __init__(self, limit: int, per_client: int) -> None:
+    ``names`` says in a refusal what the limit and the per-client limit count (by default the
+    streams of --max-streams and --max-streams-per-client).
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        per_client: int,
+        names: tuple[str, str] = (
+            "concurrent streams (--max-streams)",
+            "concurrent streams (--max-streams-per-client)",
+        ),
+    ) -> None:
         self.limit = limit
         self.per_client = per_client
+        self._names = names
         self._lock = threading.Lock()
         self._open: dict[int, str] = {}  # stream id -> client address
         self._per_client: dict[str, int] = {}
@@ -48,12 +61,11 @@ class StreamSlots:
         with self._lock:
             if len(self._open) >= self.limit:
                 raise StreamLimitError(
-                    f"the server already serves its limit of {self.limit} concurrent streams (--max-streams)"
+                    f"the server already serves its limit of {self.limit} {self._names[0]}"
                 )
             if self._per_client.get(client, 0) >= self.per_client:
                 raise StreamLimitError(
-                    f"{client} already has its limit of {self.per_client} concurrent streams "
-                    "(--max-streams-per-client)"
+                    f"{client} already has its limit of {self.per_client} {self._names[1]}"
                 )
             stream_id = next(self._ids)
             self._open[stream_id] = client
@@ -107,53 +119,60 @@ class IdleTimer:
 
 
 class SideCallLimit(grpc.aio.ServerInterceptor):
-    """Caps the open calls outside PolicyService (health checks and watches, reflection).
+    """Caps the open streams outside PolicyService (health watches, reflection), also per client.
 
     They never count against the policy's limits, so probes cannot lock robots out; but they need
     no token, so without a cap of their own anyone who reaches the port could hold open health
-    watches without end. Beyond ``limit`` open ones, a new one gets RESOURCE_EXHAUSTED.
+    watches without end. Beyond ``limit`` open ones, or ``per_client`` from one client address, a
+    new one gets RESOURCE_EXHAUSTED. A unary call (a health Check) is never counted nor refused:
+    it is answered at once, so it cannot be held open, and an orchestrator's liveness probe must
+    be answered however many watches others hold.
     """
 
-    def __init__(self, limit: int, policy_prefix: str) -> None:
-        self.limit = limit
-        self.open = 0  # only the event loop touches it
+    def __init__(self, limit: int, per_client: int, policy_prefix: str) -> None:
+        self.slots = StreamSlots(limit, per_client, ("open health and reflection streams",) * 2)
         self._policy_prefix = policy_prefix
+
+    @property
+    def open(self) -> int:
+        return len(self.slots)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(self._policy_prefix):
+        if (
+            handler is None
+            or not handler.response_streaming
+            or handler_call_details.method.startswith(self._policy_prefix)
+        ):
             return handler
-        kind = next(
-            k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, k)
-        )
+        kind = "stream_stream" if handler.request_streaming else "unary_stream"
         return handler._replace(**{kind: self._counted(getattr(handler, kind))})
 
-    async def _enter(self, context) -> None:
-        if self.open >= self.limit:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server already has its limit of {self.limit} open health and reflection calls",
-            )
-        self.open += 1
+    async def _enter(self, context) -> int:
+        try:
+            return self.slots.try_open(context.peer())
+        except StreamLimitError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
     def _counted(self, behavior):
+        # Reflection yields its answers, health's Watch writes them on the context and returns.
         if inspect.isasyncgenfunction(behavior):
 
-            async def stream(request, context):
-                await self._enter(context)
+            async def generator(request, context):
+                slot = await self._enter(context)
                 try:
                     async for item in behavior(request, context):
                         yield item
                 finally:
-                    self.open -= 1
+                    self.slots.close(slot)
 
-            return stream
+            return generator
 
-        async def call(request, context):
-            await self._enter(context)
+        async def writer(request, context):
+            slot = await self._enter(context)
             try:
                 return await behavior(request, context)
             finally:
-                self.open -= 1
+                self.slots.close(slot)
 
-        return call
+        return writer

@@ -1,4 +1,4 @@
-"""The PolicyService answers that semore-serve and the fleet's replicas both build, in one place."""
+"""The PolicyService's answers (GetSpec, Action) and its stack-size check, for serve.core."""
 
 from __future__ import annotations
 

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 
+from semore_runtime.client import AuthenticationError
 from semore_runtime.tokens import read_tokens
 
 log = logging.getLogger(__name__)
 
 AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
-
-
-class AuthenticationError(PermissionError):
-    """The call carries no accepted bearer token; the message says which way it failed."""
 
 
 class TokenFile:
@@ -78,7 +75,8 @@ class TokenFile:
         present, token = _token_from(metadata)
         if not self._accepts(token):
             raise AuthenticationError(
-                "invalid bearer token" if present else "missing 'authorization: Bearer <token>' metadata"
+                grpc.StatusCode.UNAUTHENTICATED,
+                "invalid bearer token" if present else "missing 'authorization: Bearer <token>' metadata",
             )
 
 
@@ -94,11 +92,13 @@ def server_credentials(
     )
 
 
-def _deny_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+def _deny_handler(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str
+) -> grpc.RpcMethodHandler:
     # The refusal must have the same streaming shape as the real method, or grpc would wait for
     # a request message that a streaming client may not send before it hears back.
     async def abort(_request, context: grpc.aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, details)
 
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(abort)
@@ -121,33 +121,34 @@ def _token_from(metadata) -> tuple[bool, bytes | None]:
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Lets a call through only with ``authorization: Bearer <token>`` for an accepted token.
+    """Lets a call through only when ``authenticate`` accepts its metadata (``PolicyCore.authenticate``).
 
     Runs once per call, before grpc hands the call to its handler: a refused call never reads a
     request message, takes a stream slot or reaches the decoder, so a flood of calls without a
-    token costs a header check each and locks no robot out.
+    token costs a header check each and locks no robot out. ``refuse`` (``PolicyCore.refuse``)
+    counts the refusal and gives its status.
     """
 
-    def __init__(self, tokens: TokenFile, on_denied: Callable[[str], None] | None = None) -> None:
-        self._tokens = tokens
-        self._on_denied = on_denied
+    def __init__(
+        self,
+        authenticate: Callable[[Sequence[tuple[str, str | bytes]]], None],
+        refuse: Callable[[str, Exception], tuple[grpc.StatusCode, str]],
+    ) -> None:
+        self._authenticate = authenticate
+        self._refuse = refuse
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         if method.startswith(AUTH_EXEMPT_PREFIXES):
             return await continuation(handler_call_details)
         try:
-            self._tokens.check_token(handler_call_details.invocation_metadata)
+            self._authenticate(handler_call_details.invocation_metadata)
         except AuthenticationError as exc:
-            message = str(exc)
+            denied = exc
         else:
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: let grpc answer UNIMPLEMENTED
             return None
-        log.warning(
-            "rejected call to %s: %s", method, message, extra={"event": "auth_denied", "method": method}
-        )
-        if self._on_denied is not None:
-            self._on_denied(method.rsplit("/", 1)[-1])
-        return _deny_handler(handler, message)
+        code, details = self._refuse(method.rsplit("/", 1)[-1], denied)
+        return _deny_handler(handler, code, details)

@@ -1,10 +1,12 @@
-"""The PolicyService servicer and the server around it (health, reflection, TLS, auth, metrics).
+"""semore-serve: PolicyService on grpc.aio over the PolicyCore, and the server around it (health,
+reflection, TLS, auth, metrics).
 
-grpc.aio on purpose: the sync server's thread per stream spent ~2.5x more CPU per frame than
-an event loop on the 2-core target (GIL hand-offs between dozens of threads), which capped the
-aggregate throughput that micro-batching is meant to buy. Handlers run on one event loop in a
-background thread; the MicroBatcher thread runs the policy and wakes the loop once per batch.
-``PolicyServer`` is a plain synchronous facade, so the CLI and tests need no asyncio.
+The service's rules live in ``serve.core``; this module is its grpc.aio adapter. grpc.aio on
+purpose: the sync server's thread per stream spent ~2.5x more CPU per frame than an event loop on
+the 2-core target (GIL hand-offs between dozens of threads), which capped the aggregate throughput
+that micro-batching is meant to buy. Handlers run on one event loop in a background thread; the
+MicroBatcher thread runs the policy and wakes the loop once per batch. ``PolicyServer`` is a plain
+synchronous facade, so the CLI and tests need no asyncio.
 """
 
 from __future__ import annotations
@@ -13,28 +15,22 @@ import asyncio
 import ipaddress
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Histogram
 
-from semore_runtime.frame_stack import FrameStack
-from semore_runtime.policy import Device, NonFiniteActionError, OnnxPolicy, file_sha256
+from semore_runtime.client import PolicyServerError
+from semore_runtime.policy import Device, OnnxPolicy, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
-from serve.batcher import BatcherClosedError, BatchResult, MicroBatcher
-from serve.decode import MAX_DECODE_PIXELS, RAW_RGB8, FrameDecoder, FrameError
-from serve.decode_queue import DecodeQueue
-from serve.limits import IdleTimer, SideCallLimit, StreamLimitError, StreamSlots
-from serve.messages import action_message, spec_response, stack_size_error
-from serve.metrics import ServerMetrics
-from serve.security import TokenAuthInterceptor, TokenFile, server_credentials
-from serve.wire import Undecodable, add_policy_service
+from serve.core import PolicyCore
+from serve.decode import MAX_DECODE_PIXELS
+from serve.limits import IdleTimer, SideCallLimit
+from serve.security import TokenAuthInterceptor, server_credentials
+from serve.wire import add_policy_service
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +40,12 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # against this and --max-streams only: health and reflection never take a policy slot, so an
 # orchestrator's probes (or a flood of them) cannot lock robots out, nor robots the probes.
 MAX_UNARY_CALLS = 64
-# Open health and reflection calls (a probe's Watch streams included): their own cap, see SideCallLimit.
-MAX_SIDE_CALLS = 64
+# Open health watches and reflection streams: their own caps, overall and per client address (an
+# orchestrator watches a service or two); a health Check is never capped. See SideCallLimit.
+MAX_SIDE_STREAMS = 64
+MAX_SIDE_STREAMS_PER_CLIENT = 8
 MIN_MESSAGE_BYTES = 4 * 1024 * 1024
 STREAM_HEADER = "semore-stream-id"  # initial metadata of an accepted StreamAct
-# Why a stream ended (its "stream closed" log line), by the status its observation was refused with.
-_ABORT_REASONS = {
-    grpc.StatusCode.INVALID_ARGUMENT: "bad input",
-    grpc.StatusCode.UNAVAILABLE: "shutdown",
-    grpc.StatusCode.INTERNAL: "policy error",
-}
 
 
 @dataclass
@@ -141,6 +133,21 @@ class ServeConfig:
         },
     )
 
+    def core_settings(self) -> dict:
+        """The PolicyCore settings these options give (all but the policy and its file's hash)."""
+        return {
+            "version": "",  # semore-serve serves one file and no version name
+            "resize": self.resize,
+            "max_decode_pixels": self.max_decode_pixels,
+            "max_batch": self.max_batch,
+            "batch_wait_s": self.batch_wait_us / 1e6,
+            "inline_when_alone": self.inline_when_alone,
+            "token_file": self.token_file,
+            "max_streams": self.max_streams,
+            "max_streams_per_client": self.max_streams_per_client or max(1, self.max_streams // 2),
+            "max_unary_calls": MAX_UNARY_CALLS,
+        }
+
     def validate(self) -> None:
         if self.max_batch < 1:
             raise ValueError(f"--max-batch must be >= 1, got {self.max_batch}")
@@ -178,229 +185,60 @@ def is_loopback(host: str) -> bool:
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
-    """Implements semore.v1.PolicyService on top of one OnnxPolicy and one MicroBatcher.
-
-    Raw frames are decoded on the event loop (a zero-copy view); JPEG/PNG go to a small thread
-    pool, where Pillow releases the GIL, so one big image does not stall every other stream, and
-    which clients share fairly (serve.decode_queue), so one client's slow frames stall only it.
+    """semore.v1.PolicyService on grpc.aio: each RPC hands its call to the PolicyCore, and a call
+    that raised ends with the status the core names. What is grpc.aio's alone stays here: a
+    stream's initial metadata, its idle timeout, and freeing it when grpc learns the call is gone.
     """
 
-    def __init__(
-        self,
-        policy: OnnxPolicy,
-        batcher: MicroBatcher,
-        metrics: ServerMetrics,
-        streams: StreamSlots,
-        idle_timeout_s: float,
-        resize: bool = False,
-        decode_queue: DecodeQueue | None = None,
-        max_decode_pixels: int = MAX_DECODE_PIXELS,
-    ) -> None:
-        self.policy = policy
-        self.spec = policy.spec
-        self.batcher = batcher
-        self.metrics = metrics
-        self.decoder = FrameDecoder(self.spec.height, self.spec.width, resize, max_decode_pixels)
-        self.decode_queue = decode_queue
-        self.streams = streams
+    def __init__(self, core: PolicyCore, idle_timeout_s: float) -> None:
+        self.core = core
         self.idle_timeout_s = idle_timeout_s
-        self.unary_in_flight = 0  # Act calls; only the event loop touches it
-        self.ready = False
-        # semore-serve serves one file and no version name (``version`` stays empty); the hash
-        # lets a reconnecting client notice that a restart brought another policy.
-        self._spec_response = spec_response(policy, resize, file_sha256(policy.path))
 
-    # -- helpers ---------------------------------------------------------------------------
-    async def _abort(self, context, method: str, code: grpc.StatusCode, message: str) -> NoReturn:
-        self.metrics.error(method, code.name)
-        await context.abort(code, message)
+    async def _refuse(self, context, method: str, error: Exception) -> NoReturn:
+        await context.abort(*self.core.refuse(method, error))
 
-    async def _check_parsed(self, context, method: str, request) -> None:
-        """A request whose bytes did not parse (see serve.wire) is the caller's error: INVALID_ARGUMENT."""
-        if isinstance(request, Undecodable):
-            await self._abort(context, method, grpc.StatusCode.INVALID_ARGUMENT, str(request))
-
-    async def _check_ready(self, context, method: str) -> None:
-        if not self.ready:
-            await self._abort(
-                context, method, grpc.StatusCode.UNAVAILABLE, "the policy server is not ready (warming up)"
-            )
-
-    async def _decode(self, frame: policy_pb2.Frame, context) -> np.ndarray:
-        """The policy-sized frame; a refused one is counted by its reason and raised as FrameError."""
-        try:
-            if frame.encoding == RAW_RGB8 or self.decode_queue is None:
-                return self.decoder.decode(frame)
-            return await self.decode_queue.run(context.peer(), self.decoder.decode, frame)
-        except FrameError as exc:
-            self.metrics.refused(exc.reason)
-            raise
-
-    async def _infer(self, context, method: str, stack: np.ndarray, producer: int) -> BatchResult:
-        """The policy's answer for one stack; a policy failure ends this call alone.
-
-        A non-finite action and a model that raises both end it with INTERNAL: the request was
-        well formed and the model broke its contract, so sending the same input again cannot help
-        (UNAVAILABLE would make clients retry it) and the client cannot fix it (not
-        FAILED_PRECONDITION). The details and semore_nonfinite_actions_total tell the two apart.
-        """
-        try:
-            return self.batcher.try_inline(stack, producer) or await self.batcher.submit_async(
-                stack, producer
-            )
-        except BatcherClosedError as exc:
-            await self._abort(context, method, grpc.StatusCode.UNAVAILABLE, str(exc))
-        except NonFiniteActionError as exc:
-            self.metrics.nonfinite_actions.labels(method).inc()
-            log.warning("%s refused: %s", method, exc, extra={"event": "nonfinite_action", "method": method})
-            await self._abort(context, method, grpc.StatusCode.INTERNAL, f"{exc}; no action was sent")
-        except Exception as exc:
-            log.error("%s: policy call failed", method, exc_info=exc, extra={"event": "policy_error"})
-            await self._abort(context, method, grpc.StatusCode.INTERNAL, f"policy call failed: {exc}")
-
-    def _answer(self, seq: int, result: BatchResult, t0: float, seconds: Histogram) -> policy_pb2.Action:
-        """The Action for a request that arrived at ``t0``; its server time goes to ``seconds`` too."""
-        elapsed = time.perf_counter() - t0
-        seconds.observe(elapsed)
-        return action_message(seq, result, elapsed)
-
-    async def _step(
-        self, context, obs: policy_pb2.Observation, stack: FrameStack, producer: int
-    ) -> policy_pb2.Action:
-        """One StreamAct observation: decode its frame, push it onto the stream's stack, act."""
-        # Plain attribute lookups, no local aliases: side by side with the aliased loop this replaced,
-        # benchmarks/serve_latency.py's single stream came out the same (within 2%), so they did not pay.
-        t0 = time.perf_counter()
-        self.metrics.stream_requests.inc()
-        await self._check_parsed(context, "StreamAct", obs)
-        if not obs.HasField("frame"):
-            await self._abort(
-                context,
-                "StreamAct",
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"observation seq={obs.seq} has no frame",
-            )
-        try:
-            frame = await self._decode(obs.frame, context)
-        except FrameError as exc:
-            await self._abort(
-                context, "StreamAct", grpc.StatusCode.INVALID_ARGUMENT, f"observation seq={obs.seq}: {exc}"
-            )
-        if obs.reset:
-            stack.reset()
-        result = await self._infer(context, "StreamAct", stack.push(frame), producer)
-        return self._answer(obs.seq, result, t0, self.metrics.stream_seconds)
-
-    # -- RPCs ------------------------------------------------------------------------------
     async def GetSpec(self, request, context):
-        self.metrics.requests.labels("GetSpec").inc()
-        await self._check_parsed(context, "GetSpec", request)
-        return self._spec_response
-
-    async def Act(self, request: policy_pb2.ActRequest, context) -> policy_pb2.Action:
-        t0 = time.perf_counter()
-        self.metrics.requests.labels("Act").inc()
-        await self._check_ready(context, "Act")
-        await self._check_parsed(context, "Act", request)
-        if self.unary_in_flight >= MAX_UNARY_CALLS:
-            await self._abort(
-                context,
-                "Act",
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server already has its limit of {MAX_UNARY_CALLS} Act calls in flight",
-            )
-        self.unary_in_flight += 1
         try:
-            return await self._act(request, context, t0)
-        finally:
-            self.unary_in_flight -= 1
+            return self.core.get_spec(request)
+        except Exception as exc:
+            await self._refuse(context, "GetSpec", exc)
 
-    async def _act(self, request: policy_pb2.ActRequest, context, t0: float) -> policy_pb2.Action:
-        refused = stack_size_error(self.spec, len(request.frames))
-        if refused is not None:
-            await self._abort(context, "Act", grpc.StatusCode.INVALID_ARGUMENT, refused)
-        frames = []
-        for i, frame in enumerate(request.frames):
-            try:
-                frames.append(await self._decode(frame, context))
-            except FrameError as exc:
-                await self._abort(context, "Act", grpc.StatusCode.INVALID_ARGUMENT, f"frames[{i}]: {exc}")
-        producer = self.batcher.add_producer()
+    async def Act(self, request, context):
         try:
-            result = await self._infer(context, "Act", np.stack(frames), producer)
-        finally:
-            self.batcher.remove_producer(producer)
-        return self._answer(request.seq, result, t0, self.metrics.request_seconds.labels("Act"))
+            return await self.core.act(request, context.peer())
+        except Exception as exc:
+            await self._refuse(context, "Act", exc)
 
     async def StreamAct(self, request_iterator, context):
-        await self._check_ready(context, "StreamAct")
-        peer = context.peer()
         try:
-            stream_id = self.streams.try_open(peer)
-        except StreamLimitError as exc:
-            await self._abort(context, "StreamAct", grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        opened = time.perf_counter()
-        frames = 0
-        reason = "client finished"
-        producer = self.batcher.add_producer()
-
-        def close(why: str) -> None:
-            # From the handler's `finally` and from grpc's done callback, whichever runs first: a
-            # cancelled call may leave this generator suspended until it is garbage collected.
-            if not self.streams.close(stream_id):
-                return
-            self.batcher.remove_producer(producer)
-            self.metrics.active_streams.dec()
-            log.info(
-                "stream %d closed (%s)",
-                stream_id,
-                why,
-                extra={
-                    "event": "stream_closed",
-                    "stream": stream_id,
-                    "peer": peer,
-                    "frames": frames,
-                    "reason": why,
-                    "seconds": round(time.perf_counter() - opened, 3),
-                },
-            )
-
-        self.metrics.active_streams.inc()
-        self.metrics.streams_opened.inc()
-        context.add_done_callback(lambda _ctx: close("rpc terminated"))
+            stream = self.core.open_stream(context.peer())
+        except Exception as exc:
+            await self._refuse(context, "StreamAct", exc)
+        # A cancelled call may leave this generator suspended until it is garbage collected.
+        context.add_done_callback(lambda _ctx: stream.close("rpc terminated"))
         # Tells the client at once that the stream holds a slot (a client may wait for this header
         # before its first frame); a refused stream (limit, auth) ends with a status instead.
-        await context.send_initial_metadata(((STREAM_HEADER, str(stream_id)),))
-        log.info(
-            "stream %d opened", stream_id, extra={"event": "stream_opened", "stream": stream_id, "peer": peer}
-        )
-
-        stack = FrameStack(self.spec.frame_stack, self.spec.frame_shape)
+        await context.send_initial_metadata(((STREAM_HEADER, str(stream.id)),))
         idle = IdleTimer(self.idle_timeout_s)
         try:
-            async for obs in request_iterator:
-                idle.touch()
-                action = await self._step(context, obs, stack, producer)
-                frames += 1
-                yield action
-                idle.touch()
-        except grpc.aio.AbortError:
-            reason = _ABORT_REASONS.get(context.code(), "aborted")
-            raise
-        except asyncio.CancelledError:
-            if not idle.fired:
-                reason = "client went away"
-                raise
-            reason = "idle"
-            await self._abort(
-                context,
-                "StreamAct",
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"no observation for {self.idle_timeout_s:g} s (--idle-timeout): the stream is closed",
-            )
+            with stream:
+                try:
+                    async for obs in request_iterator:
+                        idle.touch()
+                        action = await stream.step(obs)
+                        yield action
+                        idle.touch()
+                except asyncio.CancelledError:
+                    if not idle.fired:
+                        raise
+                    raise PolicyServerError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"no observation for {self.idle_timeout_s:g} s (--idle-timeout): the stream is closed",
+                    ) from None
+        except Exception as exc:
+            await self._refuse(context, "StreamAct", exc)
         finally:
             idle.cancel()
-            close(reason)
 
 
 class PolicyServer:
@@ -420,32 +258,11 @@ class PolicyServer:
             )
         self.policy = policy
         spec = policy.spec
-        self.metrics = ServerMetrics()
-        self.batcher = MicroBatcher(
-            policy.act,
-            max_batch=config.max_batch,
-            batch_wait_s=config.batch_wait_us / 1e6,
-            on_batch=self.metrics.on_batch,
-            inline_when_alone=config.inline_when_alone,
-        )
-        self.metrics.count_clamped(lambda: policy.clamped_actions)
-        self._decode_queue = DecodeQueue(workers=2)
-        self.servicer = PolicyServicer(
-            policy,
-            self.batcher,
-            self.metrics,
-            StreamSlots(
-                config.max_streams,
-                config.max_streams_per_client or max(1, config.max_streams // 2),
-            ),
-            config.idle_timeout_s,
-            config.resize,
-            self._decode_queue,
-            config.max_decode_pixels,
-        )
+        # The hash lets a reconnecting client notice that a restart brought another policy.
+        self.core = PolicyCore(policy, model_sha256=file_sha256(policy.path), **config.core_settings())
+        self.servicer = PolicyServicer(self.core, config.idle_timeout_s)
         raw_stack = spec.frame_stack * spec.height * spec.width * spec.channels
         self.max_message_bytes = config.max_message_bytes or max(MIN_MESSAGE_BYTES, 2 * raw_stack + 65536)
-        self.tokens = TokenFile(config.token_file) if config.token_file else None
         self.metrics_port: int | None = None
         self._stop_lock = threading.Lock()
         self._stopping = False
@@ -484,14 +301,10 @@ class PolicyServer:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
-        self.side_calls = SideCallLimit(MAX_SIDE_CALLS, f"/{SERVICE_NAME}/")
+        self.side_calls = SideCallLimit(MAX_SIDE_STREAMS, MAX_SIDE_STREAMS_PER_CLIENT, f"/{SERVICE_NAME}/")
         interceptors: list[grpc.aio.ServerInterceptor] = [self.side_calls]
-        if self.tokens:
-            interceptors.append(
-                TokenAuthInterceptor(
-                    self.tokens, on_denied=lambda m: self.metrics.error(m, "UNAUTHENTICATED")
-                )
-            )
+        if self.core.tokens is not None:
+            interceptors.append(TokenAuthInterceptor(self.core.authenticate, self.core.refuse))
         self.grpc_server = grpc.aio.server(
             interceptors=interceptors,
             options=options,
@@ -528,7 +341,7 @@ class PolicyServer:
 
     @property
     def active_streams(self) -> int:
-        return len(self.servicer.streams)
+        return len(self.core.streams)
 
     def start_listening(self) -> None:
         """Starts gRPC (health answers NOT_SERVING) and the batcher; no warm-up yet."""
@@ -545,21 +358,16 @@ class PolicyServer:
                 " or ".join(missing),
                 extra={"event": "insecure_bind", "address": self.address, "missing": missing},
             )
-        self.batcher.start()
+        self.core.start()
         self._run(self.grpc_server.start())
         if self.config.metrics_port is not None:
-            self.metrics_port = self.metrics.serve_http(self.config.metrics_port, self.config.host)
+            self.metrics_port = self.core.metrics.serve_http(self.config.metrics_port, self.config.host)
 
     def warm_up_and_serve(self) -> None:
         """Runs the policy at batch 1 and max-batch (first calls allocate), then reports SERVING."""
         spec = self.policy.spec
-        t0 = time.perf_counter()
-        for batch in sorted({1, self.config.max_batch}):
-            self.policy.act(np.zeros((batch, *spec.stack_shape), dtype=np.uint8))
-        warm_s = time.perf_counter() - t0
-        self.servicer.ready = True
+        warm_s = self.core.warm_up()
         self._run(self._set_health(health_pb2.HealthCheckResponse.SERVING))
-        self.metrics.ready.set(1)
         log.info(
             "serving %s on %s",
             self.config.model,
@@ -583,8 +391,7 @@ class PolicyServer:
 
     def reload_tokens(self) -> None:
         """Re-reads --token-file now (SIGHUP); open streams keep going, new calls see the new tokens."""
-        if self.tokens is not None:
-            self.tokens.reload()
+        self.core.reload_tokens()
 
     def start(self) -> PolicyServer:
         self.start_listening()
@@ -599,7 +406,7 @@ class PolicyServer:
         idle_checks = 0
         while not stopping.done():
             await asyncio.wait({stopping}, timeout=0.05)
-            idle_checks = idle_checks + 1 if self.batcher.producers == 0 else 0
+            idle_checks = idle_checks + 1 if self.core.batcher.producers == 0 else 0
             if idle_checks >= 2:
                 await self.grpc_server.stop(None)
         await stopping
@@ -625,14 +432,11 @@ class PolicyServer:
             grace,
             extra={"event": "draining", "streams": self.active_streams, "grace_s": grace},
         )
-        self.metrics.ready.set(0)
+        self.core.ready = False
         try:
             self._run(self._drain(grace), timeout=None)
         finally:
-            self.servicer.ready = False
-            self.batcher.close(timeout=5.0)
-            self.metrics.close()
-            self._decode_queue.shutdown()
+            self.core.close()
             self._shutdown_loop()
             self._stopped.set()
             log.info("stopped", extra={"event": "stopped"})

@@ -2,8 +2,8 @@
 
 grpc parses a request before the handler runs, and a ``DecodeError`` there ends the call with
 UNKNOWN and a Python type name: to the client it looks like a server bug. Here a message that
-does not parse reaches the handler as ``Undecodable`` instead, and the handler refuses it with
-INVALID_ARGUMENT, as it does any other bad input. The method table is the generated stub's own
+does not parse reaches the handler as ``serve.core.Undecodable`` instead, and the core refuses it
+with INVALID_ARGUMENT, as it does any other bad input. The method table is the generated stub's own
 (``add_PolicyServiceServicer_to_server``), only its parsers are wrapped, so a new RPC in the
 proto needs nothing here.
 """
@@ -16,18 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2_grpc
-
-
-class Undecodable:
-    """Stands for a request message whose bytes are not a valid protobuf message of its type."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: DecodeError) -> None:
-        self.error = error
-
-    def __str__(self) -> str:
-        return f"the request is not a valid protobuf message ({self.error})"
+from serve.core import Undecodable
 
 
 def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:

@@ -2,7 +2,7 @@
 
 The device machine has Python 3.12 with torch, onnx, onnxruntime (CPU), grpcio, protobuf, numpy,
 scipy, PyYAML, matplotlib, tensorboard, imageio, tqdm, absl-py and lxml (DEVICE below, from
-/work/.library/device/KINDS.md), but no mujoco, dm_control, pydantic or imageio-ffmpeg, and no
+the device tool's KINDS.md), but no mujoco, dm_control, pydantic or imageio-ffmpeg, and no
 network. This downloads those wheels (WHEELS) for CPython 3.12 on x86-64 Linux into `.whl/`,
 drops any other wheel there (one version of each package, or the install stops), and slims the
 two large ones:

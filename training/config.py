@@ -108,8 +108,13 @@ class TeacherConfig(Strict):
     vlm: VlmConfig = Field(default_factory=VlmConfig)
 
 
+# Marks an encoder setting that changes how the encoder trains or runs in torch, not the graph it
+# exports: the policy spec leaves it out, and every other field is in it without being listed.
+TRAIN_ONLY = {"train_only": True}
+
+
 class EncoderConfig(Strict):
-    kind: Literal["semore", "pixel"] = "semore"
+    kind: Literal["semore", "pixel"] = Field("semore", json_schema_extra=TRAIN_ONLY)
     channels: int = Field(32, ge=4, description="conv width of each path")
     layers: int = Field(4, ge=2, le=8)
     feature_dim: int = Field(50, ge=8, description="per-path latent; the fused feature is 2x this")
@@ -118,6 +123,7 @@ class EncoderConfig(Strict):
     )
     knowledge_gate: Literal["predicted", "detached"] = Field(
         "predicted",
+        json_schema_extra=TRAIN_ONLY,
         description="detached: only the knowledge-map loss trains the knowledge head, so its map is "
         "the distilled teacher; predicted: the critic and the contrastive loss train it too",
     )
@@ -148,8 +154,13 @@ class EncoderConfig(Strict):
         "calls background) multiplies the semantic features before the last conv, and a dilated copy "
         "the frame differences, so background pixels, still or moving, reach neither latent",
     )
-    channels_last: bool = True
-    compile: bool = False
+    channels_last: bool = Field(True, json_schema_extra=TRAIN_ONLY)
+    compile: bool = Field(False, json_schema_extra=TRAIN_ONLY)
+
+    def graph_options(self) -> dict[str, Any]:
+        """The settings that shape the exported graph: every field not marked TRAIN_ONLY."""
+        marked = {name for name, f in type(self).model_fields.items() if f.json_schema_extra == TRAIN_ONLY}
+        return self.model_dump(exclude=marked)
 
 
 class LossWeights(Strict):

@@ -30,12 +30,6 @@ def env_config_for(spec, env_id: str | None):
     )
 
 
-def to_unit(action: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
-    """An action in the env's bounds (what the policy outputs) back to the agent's [-1, 1]."""
-    low_, high_ = np.asarray(low), np.asarray(high)
-    return 2.0 * (np.asarray(action, dtype=np.float64) - low_) / (high_ - low_) - 1.0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semore-eval", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -91,13 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     video: list[np.ndarray] | None = [] if args.video else None
     try:
-        stats = run_episodes(
-            env,
-            lambda stack: to_unit(act(stack), spec.action_low, spec.action_high),
-            args.episodes,
-            video,
-            on_reset=on_reset,
-        )
+        # The policy's actions are in the env's bounds, which is what the env takes: no conversion.
+        stats = run_episodes(env, act, args.episodes, video, on_reset=on_reset)
     except RuntimeError as exc:  # NonFiniteActionError, or a PolicyServerError after the retries
         print(f"semore-eval: the evaluation stopped mid-episode: {exc}", file=sys.stderr)
         return 1

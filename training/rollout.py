@@ -11,7 +11,7 @@ import numpy as np
 
 from training.envs import PixelEnv
 
-Policy = Callable[[np.ndarray], np.ndarray]  # [K, H, W, 3] uint8 stack -> action in [-1, 1]^A
+Policy = Callable[[np.ndarray], np.ndarray]  # [K, H, W, 3] uint8 stack -> action in the env's bounds
 
 
 @dataclass

@@ -72,7 +72,7 @@ class Trainer:
             background = worker == "thread" or (worker == "auto" and self.device.type == "cuda")
             self.labels = LabelPipeline(self.teacher, self.replay, config.teacher.batch_size, background)
         self.logger = RunLogger(out_dir)
-        self.step = 0  # agent steps; frames = step * action_repeat
+        self.step = 0  # agent steps; see `frames`
         self.episode = 0
         self.elapsed = 0.0  # wall seconds of training, summed over resumed sessions
         self.eval_seconds = 0.0  # the part of elapsed spent evaluating
@@ -87,7 +87,7 @@ class Trainer:
 
     @property
     def frames(self) -> int:
-        return self.step * self.config.env.action_repeat
+        return checkpoint.frames_after(self.step, self.config.env)
 
     def run(self) -> dict:
         cfg = self.config.train
@@ -106,7 +106,7 @@ class Trainer:
                     action = self.rng.uniform(-1.0, 1.0, self.env.action_dim).astype(np.float32)
                 else:
                     action = self.agent.act(step.stack, explore=True, frames=self.frames)
-                step = self.env.step(action)
+                step = self.env.step(self.env.from_unit(action))  # the replay keeps the agent's unit
                 t = self.replay.add(action, step.reward, step.frame, step.terminal)
                 episode_steps += 1
                 self._label(t, step.frame, episode_steps)
@@ -159,7 +159,10 @@ class Trainer:
         video: list[np.ndarray] | None = [] if cfg.video else None
         tic = time.perf_counter()
         stats = run_episodes(
-            self.eval_env, lambda s: self.agent.act(s, explore=False), cfg.eval_episodes, video
+            self.eval_env,
+            lambda s: self.eval_env.from_unit(self.agent.act(s, explore=False)),
+            cfg.eval_episodes,
+            video,
         )
         eval_seconds = time.perf_counter() - tic
         point = {
@@ -211,35 +214,34 @@ class Trainer:
             self.labels.drain()  # the checkpoint's replay holds every label
         if self.config.train.save_replay:
             self.replay.save(self.replay_path)
-        state = {
-            "config": self.config.model_dump(mode="json"),
-            "agent": self.agent.state_dict(),
-            "step": self.step,
-            "episode": self.episode,
-            "elapsed": self.elapsed,
-            "eval_seconds": self.eval_seconds,
-            "finished": self.finished,
-            "curve": self.curve,
-            "rng": checkpoint.rng_state(self.rng),
-            "teacher_seconds": (self.labels.label_seconds, self.labels.wait_seconds) if self.labels else None,
-            "replay_size": self.replay.size,
-            "env": {
-                "id": self.config.env.id,
-                "action_low": self.env.action_low.tolist(),
-                "action_high": self.env.action_high.tolist(),
-            },
-        }
-        checkpoint.save_atomic(state, self.checkpoint_path)
+        checkpoint.Checkpoint(
+            config=self.config,
+            agent=self.agent.state_dict(),
+            step=self.step,
+            episode=self.episode,
+            elapsed=self.elapsed,
+            eval_seconds=self.eval_seconds,
+            finished=self.finished,
+            curve=self.curve,
+            rng=checkpoint.rng_state(self.rng),
+            teacher_seconds=(self.labels.label_seconds, self.labels.wait_seconds) if self.labels else None,
+            replay_size=self.replay.size,
+            env=checkpoint.TrainedEnv(
+                id=self.config.env.id,
+                action_low=self.env.action_low.tolist(),
+                action_high=self.env.action_high.tolist(),
+            ),
+        ).save(self.checkpoint_path)
 
     def _restore(self) -> None:
-        state = checkpoint.load(self.checkpoint_path, self.device)
-        self.agent.load_state_dict(state["agent"])
-        self.step, self.episode = state["step"], state["episode"]
-        self.elapsed, self.curve, self.finished = state["elapsed"], state["curve"], state["finished"]
-        self.eval_seconds = state.get("eval_seconds", 0.0)
-        checkpoint.restore_rng(state["rng"], self.rng)
-        if self.labels is not None and state.get("teacher_seconds"):
-            self.labels.label_seconds, self.labels.wait_seconds = state["teacher_seconds"]
+        saved = checkpoint.Checkpoint.load(self.checkpoint_path, self.device)
+        self.agent.load_state_dict(saved.agent)
+        self.step, self.episode = saved.step, saved.episode
+        self.elapsed, self.curve, self.finished = saved.elapsed, saved.curve, saved.finished
+        self.eval_seconds = saved.eval_seconds
+        checkpoint.restore_rng(saved.rng, self.rng)
+        if self.labels is not None and saved.teacher_seconds is not None:
+            self.labels.label_seconds, self.labels.wait_seconds = saved.teacher_seconds
         if self.replay_path.exists():
             self.replay.load(self.replay_path)
         if self.finished:

@@ -100,9 +100,7 @@ def test_resume_after_a_kill_keeps_finished_trials_and_finishes_the_rest(tmp_pat
 
 
 def test_a_bad_override_fails_before_any_work_naming_the_trial_and_field(tmp_path, tiny_sweep_spec):
-    spec = tiny_sweep_spec(
-        arms={"pixel": PIXEL_ARM, "typo": ["agent.lrr=1"]}
-    )
+    spec = tiny_sweep_spec(arms={"pixel": PIXEL_ARM, "typo": ["agent.lrr=1"]})
     proc = sweep("--spec", str(spec), "--out", str(tmp_path / "out"), "--backend", "local")
     assert proc.wait(timeout=120) == 2
     message = proc.stdout.read()

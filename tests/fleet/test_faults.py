@@ -13,7 +13,14 @@ import pytest
 from semore_runtime.client import PolicyClient, PolicyServerError
 from semore_runtime.policy import OnnxPolicy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
-from tests.helpers.serving import WHITE, build_tiny_policy, expected_actions, random_frames, raw_frame
+from tests.helpers.serving import (
+    WHITE,
+    StreamDriver,
+    build_tiny_policy,
+    expected_actions,
+    random_frames,
+    raw_frame,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -21,7 +28,7 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def poisoned(deploy, fleet_dir) -> OnnxPolicy:
     """Version "poisoned": NaN actions for a stack whose newest frame is all white; a 50 ms batch
-    window, so calls that arrive together share a model call."""
+    window, so the steps of open streams that arrive together share a model call."""
     path = build_tiny_policy(fleet_dir / "poisoned.onnx", poison="nan")
     deploy("poisoned", path, "--batch-wait-ms", "50")
     return OnnxPolicy(path, device="cpu", threads=1, spinning=False)
@@ -44,23 +51,29 @@ def test_a_non_finite_action_fails_its_step_and_the_session_goes_on(fleet, poiso
             np.testing.assert_allclose(session.step(frames[i]), want[i], atol=1e-5)
 
 
-def _act_together(target: str, metadata, stacks: list[np.ndarray]) -> list:
-    """Act calls for ``stacks`` from as many robots at once: each one's Action or RpcError."""
-    start = threading.Barrier(len(stacks))
-    results: list = [None] * len(stacks)
+def _step_together(target: str, metadata, frames: list[np.ndarray]) -> list:
+    """One StreamAct stream per robot: each sends its frames in lockstep with the others (all
+    streams open and active, so the replica batches each round); each robot's Actions, ending
+    with the RpcError its stream ended with, if any."""
+    together = threading.Barrier(len(frames))
+    results: list[list] = [[] for _ in frames]
 
     def robot(n: int) -> None:
         with grpc.insecure_channel(target) as channel:
-            stub = policy_pb2_grpc.PolicyServiceStub(channel)
-            request = policy_pb2.ActRequest(seq=n, frames=[raw_frame(f) for f in stacks[n]])
-            grpc.channel_ready_future(channel).result(timeout=30)
-            start.wait(30)
+            driver = StreamDriver(policy_pb2_grpc.PolicyServiceStub(channel), metadata=metadata)
             try:
-                results[n] = stub.Act(request, metadata=metadata, timeout=30)
+                for seq, frame in enumerate(frames[n]):
+                    together.wait(30)
+                    results[n].append(driver.step(policy_pb2.Observation(seq=seq, frame=raw_frame(frame))))
             except grpc.RpcError as exc:
-                results[n] = exc
+                results[n].append(exc)
+                together.abort()  # the others' next round would wait for this robot
+            except threading.BrokenBarrierError:
+                pass
+            finally:
+                driver.close()
 
-    robots = [threading.Thread(target=robot, args=(n,)) for n in range(len(stacks))]
+    robots = [threading.Thread(target=robot, args=(n,)) for n in range(len(frames))]
     for r in robots:
         r.start()
     for r in robots:
@@ -68,14 +81,17 @@ def _act_together(target: str, metadata, stacks: list[np.ndarray]) -> list:
     return results
 
 
-def test_a_non_finite_action_fails_only_its_own_call(fleet, poisoned, token):
-    k = poisoned.spec.frame_stack
-    stacks = [random_frames(k, seed=20 + n) for n in range(4)]
+def test_a_non_finite_action_fails_only_its_own_stream(fleet, poisoned, token):
+    """Each round of four robots is one batch: the one that gives NaN fails alone (the batch is rerun
+    stack by stack), and the others' actions in that round are right."""
+    frames = [random_frames(3, seed=20 + n) for n in range(4)]
     metadata = (("authorization", f"Bearer {token}"), ("application", "poisoned"))
-    clean = _act_together(fleet.target, metadata, stacks)
-    assert max(action.batch_size for action in clean) > 1  # calls that arrive together share a model call
-    stacks[1][-1] = WHITE
-    results = _act_together(fleet.target, metadata, stacks)
-    assert isinstance(results[1], grpc.RpcError) and results[1].code() == grpc.StatusCode.INTERNAL
+    clean = _step_together(fleet.target, metadata, frames)
+    assert max(action.batch_size for actions in clean for action in actions) > 1  # rounds share model calls
+    frames[1][-1] = WHITE
+    results = _step_together(fleet.target, metadata, frames)
+    assert isinstance(results[1][-1], grpc.RpcError) and results[1][-1].code() == grpc.StatusCode.INTERNAL
     for n in (0, 2, 3):
-        np.testing.assert_allclose(results[n].action, poisoned.act(stacks[n]), atol=1e-5)
+        np.testing.assert_allclose(
+            [action.action for action in results[n]], expected_actions(poisoned, frames[n]), atol=1e-5
+        )

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import checkpoint
 from training.agent import make_agent
+from training.checkpoint import Checkpoint, TrainedEnv, rng_state
 from training.config import RunConfig, load_config
 from training.envs import make_env
 from training.replay import Batch
@@ -58,6 +58,24 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
+def save_checkpoint(
+    path: Path, config: RunConfig, agent, low: list[float], high: list[float], step: int
+) -> None:
+    """The agent's state as a checkpoint semore-train would write at `step`, for env bounds low/high."""
+    Checkpoint(
+        config=config,
+        agent=agent.state_dict(),
+        step=step,
+        episode=0,
+        elapsed=0.0,
+        finished=False,
+        curve=[],
+        rng=rng_state(np.random.default_rng(0)),
+        replay_size=0,
+        env=TrainedEnv(id=config.env.id, action_low=low, action_high=high),
+    ).save(path)
+
+
 def make_checkpoint(
     path: Path, encoder: str, seed: int = 0, learner: str = "sac", extra: tuple[str, ...] = ()
 ):
@@ -70,17 +88,7 @@ def make_checkpoint(
     torch.manual_seed(seed)
     env = make_env(config.env, 0)
     agent = make_agent(config, env.action_dim, torch.device("cpu"))
-    state = {
-        "config": config.model_dump(mode="json"),
-        "agent": agent.state_dict(),
-        "step": 123,
-        "env": {
-            "id": config.env.id,
-            "action_low": env.action_low.tolist(),
-            "action_high": env.action_high.tolist(),
-        },
-    }
-    checkpoint.save_atomic(state, path)
+    save_checkpoint(path, config, agent, env.action_low.tolist(), env.action_high.tolist(), step=123)
     return config, agent
 
 
@@ -104,7 +112,9 @@ def synthetic_batch(
         knowledge_map=sparse_masks if teacher else None,
         next_knowledge_map=sparse_masks[::-1].copy() if teacher else None,
         # A foreground block in the middle of every frame: the bodies in front of sky and floor.
-        foreground=np.pad(np.ones((b, k, s // 2, s // 2), bool), ((0, 0), (0, 0), (s // 4,) * 2, (s // 4,) * 2))
+        foreground=np.pad(
+            np.ones((b, k, s // 2, s // 2), bool), ((0, 0), (0, 0), (s // 4,) * 2, (s // 4,) * 2)
+        )
         if config.uses_foreground
         else None,
     )

@@ -240,8 +240,8 @@ def test_step_timeout_fires_on_a_stalled_server(start_server):
     frame = random_frames(1, seed=51)[0]
     with PolicyClient(server.address, step_timeout=0.2, retries=0) as c, c.session() as session:
         assert session.step(frame).shape == (2,)
-        server.batcher.inline_when_alone = False
-        server.batcher._model_lock.acquire()  # the policy hangs
+        server.core.batcher.inline_when_alone = False
+        server.core.batcher._model_lock.acquire()  # the policy hangs
         try:
             t0 = time.monotonic()
             with pytest.raises(PolicyUnavailableError) as info:
@@ -249,7 +249,7 @@ def test_step_timeout_fires_on_a_stalled_server(start_server):
             assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - t0 < 2
         finally:
-            server.batcher._model_lock.release()
+            server.core.batcher._model_lock.release()
         assert session.step(frame).shape == (2,)  # a new stream, the stack replayed
 
 

@@ -12,10 +12,11 @@ import grpc
 import numpy as np
 import pytest
 
-from semore_runtime.policy import OnnxPolicy
+from semore_runtime.policy import OnnxPolicy, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
-from serve.server import PolicyServer
+from serve.core import PolicyCore
+from serve.server import PolicyServer, ServeConfig
 from tests.helpers import serving
 
 
@@ -93,3 +94,25 @@ def server(start_server) -> PolicyServer:
 def stub(server) -> Iterator[policy_pb2_grpc.PolicyServiceStub]:
     with grpc.insecure_channel(server.address) as channel:
         yield policy_pb2_grpc.PolicyServiceStub(channel)
+
+
+@pytest.fixture
+def make_core(policy_path) -> Iterator[Callable[..., PolicyCore]]:
+    """Factory: ``make_core(model=path, **PolicyCore settings)`` -> a started, warmed-up core, no network.
+
+    Settings default to semore-serve's; every core it made is closed when the fixture ends.
+    """
+    cores: list[PolicyCore] = []
+
+    def make(model: Path = policy_path, **overrides) -> PolicyCore:
+        policy = OnnxPolicy(model, device="cpu", threads=1, spinning=False)
+        settings = ServeConfig(model=model).core_settings() | overrides
+        core = PolicyCore(policy, model_sha256=file_sha256(model), **settings)
+        cores.append(core)
+        core.start()
+        core.warm_up()
+        return core
+
+    yield make
+    for core in cores:
+        core.close()

@@ -9,8 +9,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
-from serve.limits import client_address
-from serve.server import MAX_SIDE_CALLS, ServeConfig
+from serve.limits import StreamLimitError, StreamSlots, client_address
+from serve.server import MAX_SIDE_STREAMS, MAX_SIDE_STREAMS_PER_CLIENT, ServeConfig
 from tests.helpers.serving import StreamDriver, raw_frame, wait_until
 
 TOKEN = "limits-test-token"
@@ -37,10 +37,12 @@ def test_health_and_reflection_take_no_stream_slot_and_have_their_own_cap(start_
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         assert "semore.v1.PolicyService" in ProtoReflectionDescriptorDatabase(channel).get_services()
-        # Health watches up to their own cap, and one more...
-        watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(MAX_SIDE_CALLS + 1)]
+        # Health watches up to this client's cap, and one more...
+        watches = [
+            health.Watch(health_pb2.HealthCheckRequest()) for _ in range(MAX_SIDE_STREAMS_PER_CLIENT + 1)
+        ]
         codes = [first_status(watch) for watch in watches]
-        assert codes.count(grpc.StatusCode.OK) == MAX_SIDE_CALLS
+        assert codes.count(grpc.StatusCode.OK) == MAX_SIDE_STREAMS_PER_CLIENT
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 1
         # ...and the one policy slot is still free; with it taken, health answers once a watch ends.
         driver = StreamDriver(stub)
@@ -66,7 +68,7 @@ def test_calls_without_a_token_do_not_lock_out_a_robot(start_server, tmp_path, o
         watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(160)]
         assert {first_status(watch) for watch in watches} == {
             grpc.StatusCode.OK,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,  # beyond their own cap
+            grpc.StatusCode.RESOURCE_EXHAUSTED,  # beyond their own cap per client
         }
         driver = StreamDriver(stub, metadata=BEARER)
         assert driver.step(observation).seq == 1
@@ -140,3 +142,33 @@ def test_client_address_drops_the_port():
 def test_limit_options_are_validated(policy_path, field, value, flag):
     with pytest.raises(ValueError, match=flag):
         ServeConfig(model=policy_path, **{field: value}).validate()
+
+
+def test_idle_health_watches_never_lock_out_a_health_check(start_server, tmp_path):
+    """An attacker's idle, unauthenticated Watch streams must not fail an orchestrator's liveness probe."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text(TOKEN + "\n")
+    server = start_server(token_file=token_file)
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(MAX_SIDE_STREAMS)]
+        codes = [first_status(watch) for watch in watches]
+        assert codes.count(grpc.StatusCode.OK) == MAX_SIDE_STREAMS_PER_CLIENT
+        for _ in range(3):
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        for watch in watches:
+            watch.cancel()
+
+
+def test_slots_cap_overall_and_per_client_and_name_their_limit():
+    slots = StreamSlots(3, 2, ("open health and reflection streams",) * 2)
+    a1, a2 = slots.try_open("ipv4:10.0.0.1:1000"), slots.try_open("ipv4:10.0.0.1:1001")
+    with pytest.raises(StreamLimitError, match=r"^ipv4:10.0.0.1 already has its limit of 2 open health"):
+        slots.try_open("ipv4:10.0.0.1:1002")
+    slots.try_open("ipv4:10.0.0.2:1000")
+    with pytest.raises(StreamLimitError, match=r"^the server already serves its limit of 3 open health"):
+        slots.try_open("ipv4:10.0.0.3:1000")
+    assert slots.close(a1) and not slots.close(a1)
+    slots.try_open("ipv4:10.0.0.1:1003")
+    assert len(slots) == 3 and slots.close(a2)

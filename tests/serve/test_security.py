@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from semore_runtime.client import AuthenticationError
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from semore_runtime.tokens import read_tokens
-from serve.security import AuthenticationError, TokenFile
+from serve.security import TokenFile
 from serve.server import build_server
 from tests.helpers.serving import StreamDriver, make_certs, make_self_signed, raw_frame
 

@@ -208,7 +208,7 @@ def test_a_closed_stream_logs_why(server, random_frames, caplog):
         return sorted(r.reason for r in caplog.records if getattr(r, "event", None) == "stream_closed")
 
     with (
-        caplog.at_level(logging.INFO, logger="serve.server"),
+        caplog.at_level(logging.INFO, logger="serve.core"),
         grpc.insecure_channel(server.address) as channel,
     ):
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
@@ -261,7 +261,7 @@ def white_frame() -> np.ndarray:
 
 
 def sample(server, name: str, **labels: str) -> float | None:
-    return server.metrics.registry.get_sample_value(name, labels)
+    return server.core.metrics.registry.get_sample_value(name, labels)
 
 
 @pytest.mark.parametrize("poison", ["nan", "inf"])
@@ -399,10 +399,10 @@ def test_client_disconnect_frees_stream_state(server, random_frames):
     drivers = [StreamDriver(stub) for _ in range(3)]
     for d in drivers:
         d.step(Observation(seq=1, frame=frame))
-    assert server.active_streams == 3 and server.batcher.producers == 3
+    assert server.active_streams == 3 and server.core.batcher.producers == 3
     channel.close()  # vanishes without half-closing its streams
     assert wait_until(lambda: server.active_streams == 0), "stream state leaked after the client went away"
-    assert server.batcher.producers == 0
+    assert server.core.batcher.producers == 0
     # A client gone mid-stream does not hurt the next one.
     with grpc.insecure_channel(server.address) as channel2:
         d = StreamDriver(policy_pb2_grpc.PolicyServiceStub(channel2))

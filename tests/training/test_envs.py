@@ -53,17 +53,21 @@ def test_fast_render_quality_changes_pixels_not_physics():
     assert (frames["default"] != frames["fast"]).any()
 
 
-def test_gym_actions_are_scaled_to_the_env_bounds():
+def test_actions_are_in_the_env_bounds_and_the_agent_unit_meets_them_in_from_unit():
     env = make_env(EnvConfig(id="gym:CarRacing-v3", image_size=64, action_repeat=2), 0)
     step = env.reset()
     assert step.frame.shape == (64, 64, 3)
     np.testing.assert_allclose(env.action_low, [-1, 0, 0])
     np.testing.assert_allclose(env.action_high, [1, 1, 1])
-    # -1 maps to the lower bound: gas 0 and brake 0 from [-1, -1].
-    seen = []
-    env._env.step = lambda a, _s=env._env.step: seen.append(a.copy()) or _s(a)
-    env.step(np.array([0.0, -1.0, -1.0]))
-    np.testing.assert_allclose(seen[0], [0.0, 0.0, 0.0])
+    wheels = env._env.unwrapped.car.wheels
+    env.step(np.array([0.0, 0.0, 0.25]))  # brake 0.25, as a policy file gives it: applied as it is
+    assert [w.brake for w in wheels] == [0.25] * 4
+    env.step(np.array([0.0, 0.0, 3.0]))  # past the bound: clipped to it
+    assert [w.brake for w in wheels] == [1.0] * 4
+    # The agent's [-1, 1] onto the bounds: -1 is the lower bound, 1 the upper; beyond them, clipped.
+    np.testing.assert_allclose(env.from_unit(np.array([0.0, -1.0, 1.0])), [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(env.from_unit(np.array([-2.0, 0.0, -0.5])), [-1.0, 0.5, 0.25])
+    env.close()
 
 
 @pytest.mark.parametrize("bad", ["cartpole-balance", "dmc:cartpole-fly", "gym:NoSuchEnv-v0"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.training import finish, train
+from training.checkpoint import Checkpoint
 
 
 @pytest.mark.parametrize(
@@ -83,6 +84,8 @@ def test_existing_run_is_not_overwritten(tmp_path):
 
 
 def test_sigkill_mid_training_resumes_from_the_last_checkpoint(tmp_path):
+    """Also when the checkpoint predates the format_version key: a sweep's trial stopped by the
+    previous semore resumes under this one."""
     out = tmp_path / "run"
     long = [
         "teacher.objects=[cart, pole_1]",
@@ -93,7 +96,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(tmp_path):
     proc = train(out, *long, start_new_session=True)
     ckpt = out / "checkpoint.pt"
     deadline = time.time() + 240
-    while time.time() < deadline and not (ckpt.exists() and _frames(out) >= 320):
+    while time.time() < deadline and _frames(ckpt) < 320:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -101,27 +104,28 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(tmp_path):
 
     import torch
 
-    saved = torch.load(ckpt, weights_only=False)
-    assert saved["step"] * 8 >= 320
+    saved = Checkpoint.load(ckpt)
+    assert saved.frames >= 320 and not saved.finished
+    previous_layout = torch.load(ckpt, weights_only=False)
+    del previous_layout["format_version"]
+    torch.save(previous_layout, ckpt)
     log = finish(
         train(
             out,
             *long[:-2],
-            "train.frames=" + str(saved["step"] * 8 + 160),
+            f"train.frames={saved.frames + 160}",
             "train.eval_every_frames=100000",
             resume=True,
         )
     )
-    assert f"resumed {out} at {saved['step'] * 8} frames" in log
-    resumed = torch.load(ckpt, weights_only=False)
-    assert resumed["step"] > saved["step"]
-    assert resumed["agent"]["updates"] > saved["agent"]["updates"]
+    assert f"resumed {out} at {saved.frames} frames" in log
+    resumed = Checkpoint.load(ckpt)
+    assert resumed.step > saved.step and resumed.format_version == 1
+    assert resumed.agent["updates"] > saved.agent["updates"]
 
 
-def _frames(out: Path) -> int:
+def _frames(ckpt: Path) -> int:
     try:
-        import torch
-
-        return torch.load(out / "checkpoint.pt", weights_only=False)["step"] * 8
-    except Exception:  # mid-write or not there yet
+        return Checkpoint.load(ckpt).frames
+    except FileNotFoundError:  # not there yet
         return 0

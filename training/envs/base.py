@@ -1,7 +1,8 @@
 """The environment protocol the trainer, the teachers and semore-eval share.
 
-Frames are H x W x 3 uint8; the agent always acts in [-1, 1]^A and the env maps that onto its
-own bounds; action repeat renders only the last frame; the K-frame stack uses the runtime's
+Frames are H x W x 3 uint8. Actions are in the env's own bounds, as the exported policy, the
+server and a robot give them; the agent's actions are in [-1, 1]^A and meet the env at one place,
+`PixelEnv.from_unit`. Action repeat renders only the last frame; the K-frame stack uses the runtime's
 FrameStack so training and deployment stack frames identically. Torch-free on purpose:
 semore-eval runs exported policies through this with no torch installed.
 """
@@ -60,13 +61,18 @@ class PixelEnv(ABC):
         frame = self._perturbed(self._reset())
         return Step(frame, self._stack.push(frame), 0.0, False, False)
 
+    def from_unit(self, action: np.ndarray) -> np.ndarray:
+        """An agent's action in [-1, 1]^A, mapped linearly onto this env's bounds."""
+        unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        return self.action_low + (unit + 1.0) * 0.5 * (self.action_high - self.action_low)
+
     def step(self, action: np.ndarray) -> Step:
-        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        scaled = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
+        """One agent step with an action in the env's bounds (clipped to them), repeated action_repeat times."""
+        action = np.clip(np.asarray(action, dtype=np.float64), self.action_low, self.action_high)
         total = 0.0
         terminal = truncated = False
         for _ in range(self.config.action_repeat):
-            reward, terminal, truncated = self._advance(scaled)
+            reward, terminal, truncated = self._advance(action)
             total += reward
             if terminal or truncated:
                 break
