@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="run only these of the spec's seeds, to share one sweep between machines",
     )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        help="run only these of the spec's arms, e.g. those a change to the learner leaves as they are",
+    )
     args = parser.parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print("semore-sweep: --max-concurrent must be at least 1", file=sys.stderr)
@@ -142,12 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         print("semore-sweep: --address needs the ray backend", file=sys.stderr)
         return 2
 
-    if args.seeds and (unknown := sorted(set(args.seeds) - set(spec.seeds))):
-        print(
-            f"semore-sweep: --seeds: {unknown} are not among the spec's seeds {spec.seeds}",
-            file=sys.stderr,
-        )
-        return 2
+    for option, chosen, known in (
+        ("--seeds", args.seeds, spec.seeds),
+        ("--arms", args.arms, list(spec.arms)),
+    ):
+        if chosen and (unknown := sorted(set(chosen) - set(known))):
+            print(f"semore-sweep: {option}: {unknown} are not among the spec's {known}", file=sys.stderr)
+            return 2
 
     stored = args.out / "sweep.json"
     resolved = spec.model_dump(mode="json")
@@ -169,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_concurrent is not None:
         spec = spec.model_copy(update={"max_concurrent": args.max_concurrent})
     trials = spec.trials(args.out)
-    if args.seeds:
-        trials = [t for t in trials if t.seed in args.seeds]
+    trials = [
+        t
+        for t in trials
+        if (not args.seeds or t.seed in args.seeds) and (not args.arms or t.arm in args.arms)
+    ]
     pending = [t for t in trials if read_state(t)["state"] != "done"]
     print(
         f"{spec.name}: {len(trials)} trials, {len(trials) - len(pending)} done earlier, {args.backend} backend"
