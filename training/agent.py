@@ -53,12 +53,18 @@ def enabled_losses(config: RunConfig) -> list[str]:
     return [name for name, on in wanted.items() if on and weights[name] > 0]
 
 
+def with_views(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """x's B rows, then for each composited view the row it was made from: [rows, ...]."""
+    return torch.cat([x, x[: rows - len(x)]])
+
+
 @dataclass
 class Views:
     """The augmented tensors of one update (obs and next_obs shifted independently).
 
-    With compositing, the first rows of obs are composited views; next_obs is never composited,
-    so the TD target and every auxiliary target come from clean data (SVEA).
+    With compositing, obs has more rows than the batch: after the B clean views come composited
+    views of the first rows, each row's targets copied to it (`with_views`). next_obs is never
+    composited, so the TD target and every auxiliary target come from clean data (SVEA).
     """
 
     obs: torch.Tensor
@@ -151,8 +157,13 @@ class Agent(ABC):
         else:
             (next_aug,), next_map = random_shift(next_obs, pad=pad), None
         if self.compositor is not None:
+            # Added views, not replaced ones: the critic keeps every clean view, as SVEA does.
+            # Replacing half of each batch slowed learning (docs/training.md, CPU evidence v2).
             m = max(1, round(self.config.augment.composite * len(obs_aug)))
-            obs_aug = torch.cat([self.compositor(obs_aug[:m], foreground[:m]), obs_aug[m:]])
+            rows = len(obs_aug) + m
+            obs_aug = torch.cat([obs_aug, self.compositor(obs_aug[:m], foreground[:m])])
+            foreground = with_views(foreground, rows)
+            teacher_map = with_views(teacher_map, rows) if maps else None
         newest_foreground = foreground[:, k - 1 :] if foreground is not None else None
         return Views(obs_aug, next_aug, teacher_map, next_map, newest_foreground)
 
@@ -171,7 +182,8 @@ class Agent(ABC):
         metrics = self.update_critic(encoding, batch, target_q, aux_targets, diagnose)
         self.updates += 1
         if self.updates % cfg.actor_update_every == 0:
-            self.actor_metrics = self.update_actor(encoding.feature.detach(), frames)
+            clean = encoding.feature[: len(batch.action)]  # the actor learns on clean views (SVEA)
+            self.actor_metrics = self.update_actor(clean.detach(), frames)
         if self.updates % cfg.target_update_every == 0:
             self.update_targets()
         # The actor's figures are the latest ones, so every row of the update log has every column.
@@ -211,7 +223,9 @@ class Agent(ABC):
         diagnose: bool = False,
     ) -> dict[str, torch.Tensor]:
         cfg = self.config.agent
-        q1, q2 = self.critic(encoding.feature, batch.action)
+        rows = len(encoding.feature)  # clean views, then any composited ones
+        q1, q2 = self.critic(encoding.feature, with_views(batch.action, rows))
+        target_q = with_views(target_q, rows)
         metrics = {"critic": F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)}
         terms = {"critic": metrics["critic"]}
         if self.aux is not None:

@@ -127,14 +127,21 @@ class AuxiliaryHeads(nn.Module):
     def losses(
         self, encoding: Encoding, batch: Batch, targets: AuxTargets, contrastive_temperature: float
     ) -> dict[str, torch.Tensor]:
-        """batch: the update's batch on the device (action, actions, step_reward)."""
+        """batch: the update's batch on the device (action, actions, step_reward).
+
+        The encoding may hold composited views after the batch's rows. The map losses read all of
+        them (the map targets move with the views), so the heads learn the foreground in front
+        of any background; the other losses have one target per clean row and read those rows.
+        """
         losses = {}
         if "transition" in self.names:
             latent = encoding.motion if encoding.motion is not None else encoding.feature
             target = self.project_target(targets.next_latent)
-            losses["transition"] = self.transition_loss(latent, batch.actions, target)
+            losses["transition"] = self.transition_loss(latent[: len(target)], batch.actions, target)
         if "reward" in self.names:
-            reward = self.reward(torch.cat([encoding.feature, batch.action], -1)).squeeze(-1)
+            reward = self.reward(
+                torch.cat([encoding.feature[: len(batch.action)], batch.action], -1)
+            ).squeeze(-1)
             losses["reward"] = F.mse_loss(reward, batch.step_reward)
         if "knowledge_map" in self.names:
             losses["knowledge_map"] = F.binary_cross_entropy_with_logits(
@@ -146,7 +153,7 @@ class AuxiliaryHeads(nn.Module):
             )
         if "contrastive" in self.names:
             valid = targets.knowledge_valid
-            queries = self.semantic_query(encoding.semantic)[valid]
+            queries = self.semantic_query(encoding.semantic[: len(valid)])[valid]
             keys = self.knowledge_key(targets.knowledge[valid])
             losses["contrastive"] = (
                 info_nce(queries, keys, contrastive_temperature)

@@ -192,19 +192,22 @@ def test_the_contrastive_key_costs_no_encoder_pass_of_its_own():
     assert (len(online), len(target)) == (2, 1)
 
 
-def test_a_fraction_of_the_views_is_composited_and_every_target_stays_clean():
+def test_composited_views_are_added_to_the_clean_ones_and_every_target_stays_clean():
     torch.manual_seed(0)
     config = config_with("encoder.gate=true", "augment.composite=0.25")
     agent = make_agent(config, 1, CPU)
     batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
     clean = agent._frames(batch.obs)  # pad 0: the shift moves nothing
     views = agent.augment(batch)
-    m = len(batch.obs) // 4
-    assert torch.equal(views.obs[m:], clean[m:])
-    keep = batch.foreground.repeat_interleave(3, dim=1)  # every frame's own mask, per channel
-    composited = views.obs[:m]
-    assert torch.equal(composited[keep[:m]], clean[:m][keep[:m]])
-    assert (composited[~keep[:m]] != clean[:m][~keep[:m]]).float().mean() > 0.9
+    n, m = len(batch.obs), len(batch.obs) // 4
+    assert len(views.obs) == n + m
+    assert torch.equal(views.obs[:n], clean)  # every clean view stays in the batch
+    keep = batch.foreground[:m].repeat_interleave(3, dim=1)  # every frame's own mask, per channel
+    composited = views.obs[n:]
+    assert torch.equal(composited[keep], clean[:m][keep])
+    assert (composited[~keep] != clean[:m][~keep]).float().mean() > 0.9
+    # The maps move with their views: a composited view has its clean row's foreground.
+    assert torch.equal(views.foreground[n:], views.foreground[:m])
     # The TD target and the auxiliary targets read next_obs and the teacher only.
     with torch.no_grad():
         torch.manual_seed(1)
@@ -213,7 +216,20 @@ def test_a_fraction_of_the_views_is_composited_and_every_target_stays_clean():
         plain, plain_aux = agent.targets(replace(views, obs=clean), batch, frames=0)
     torch.testing.assert_close(target, plain)
     torch.testing.assert_close(aux.next_latent, plain_aux.next_latent)
-    torch.testing.assert_close(aux.foreground_cells, plain_aux.foreground_cells)
+    assert len(target) == n
+
+
+def test_the_actor_learns_on_the_clean_views_only():
+    torch.manual_seed(0)
+    config = config_with("encoder.gate=true", "augment.composite=0.5")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0))
+    seen = []  # the rows of every actor pass: the TD target's and the actor update's
+    agent.actor.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    for _ in range(config.agent.actor_update_every):
+        agent.update(batch, frames=0)
+    assert len(seen) == config.agent.actor_update_every + 1
+    assert set(seen) == {len(batch.obs)}
 
 
 def test_a_logged_update_gives_each_loss_gradient_norm_on_the_encoder_trunk():

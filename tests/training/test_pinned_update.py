@@ -20,16 +20,16 @@ CPU = torch.device("cpu")
 # arm -> the losses of the second update (after one optimiser step of every part).
 PINNED = {
     "semore": {
-        "critic": 0.656693,
-        "transition": 1.027079,
-        "reward": 0.115049,
-        "knowledge_map": 0.70538,
-        "foreground": 0.667432,
-        "contrastive": 2.772804,
-        "spread_feature": 0.157798,
-        "spread_semantic": 0.115422,
-        "spread_motion": 0.267208,
-        "actor": -0.210556,
+        "critic": 0.8919,
+        "transition": 1.024584,
+        "reward": 0.096728,
+        "knowledge_map": 0.702908,
+        "foreground": 0.668801,
+        "contrastive": 2.774525,
+        "spread_feature": 0.158606,
+        "spread_semantic": 0.114783,
+        "spread_motion": 0.275271,
+        "actor": -0.303721,
     },
     "semore-nocomposite": {
         "critic": 0.694765,
@@ -53,7 +53,7 @@ PINNED = {
         "actor": 0.214002,
     },
     "pixel": {"critic": 0.56506, "spread_feature": 0.062153, "actor": -0.299977},
-    "pixel+composite": {"critic": 0.738296, "spread_feature": 0.059973, "actor": -0.184667},
+    "pixel+composite": {"critic": 0.63407, "spread_feature": 0.058255, "actor": -0.18688},
 }
 
 
