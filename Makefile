@@ -41,11 +41,11 @@ lint: setup
 	$(BIN)/ruff format .
 
 bench: setup
-	$(BIN)/python benchmarks/train_speed.py
-	$(BIN)/python benchmarks/export_latency.py
-	$(BIN)/python benchmarks/serve_latency.py
-	$(BIN)/python benchmarks/teacher_cost.py
-	$(BIN)/python benchmarks/quickstart.py
+	$(BIN)/python -m benchmarks.train_speed
+	$(BIN)/python -m benchmarks.export_latency
+	$(BIN)/python -m benchmarks.serve_latency
+	$(BIN)/python -m benchmarks.teacher_cost
+	$(BIN)/python -m benchmarks.quickstart
 
 proto: setup
 	$(BIN)/python tools/gen_proto.py

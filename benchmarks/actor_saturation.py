@@ -1,6 +1,6 @@
 """Actor saturation: is a DrQ-v2 checkpoint's deterministic actor stuck past tanh?
 
-A diagnostic for flat evaluation curves with the DrQ-v2 learner (docs/training.md, "DrQ-v2 learner
+A diagnostic for flat evaluation curves with the DrQ-v2 learner (docs/results.md, "DrQ-v2 learner
 at the reference settings"). For states from the run's own replay buffer it reads the actor's
 pre-tanh mean action (|x| > 3: tanh passes under 1% of the gradient) and the critic's value of
 each action on a grid over [-1, 1], averaged over the states, with the action the critic
@@ -8,7 +8,7 @@ prefers (the median over states of its best grid action). A saturated actor acti
 while its critic prefers another is stuck, not converged. Runs whose update log predates the
 `actor_pre_tanh` column can be read this way too. Needs each run's checkpoint.pt and replay.npz.
 
-    python benchmarks/actor_saturation.py RUN_DIR [RUN_DIR ...] [--states 250]
+    python -m benchmarks.actor_saturation RUN_DIR [RUN_DIR ...] [--states 250]
 
 Writes benchmarks/results/actor_saturation.json (one record per run folder; runs not read this
 time keep their earlier record) and prints a table.

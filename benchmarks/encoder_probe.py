@@ -1,6 +1,6 @@
 """State probe: how fast does each encoder learn to read cartpole's state from pixels, supervised?
 
-A diagnostic for the learner check (docs/training.md): RL mixes the encoder's capacity with
+A diagnostic for the learner check (docs/results.md): RL mixes the encoder's capacity with
 exploration and bootstrapping, so this takes the RL out. Frames from random actions on
 dm_control cartpole balance at the quickstart settings (48 px, 3 frames, action repeat 4) are
 paired with the simulator's state: cart position x, cos and sin of the pole angle, and both
@@ -9,7 +9,7 @@ head, is trained to regress the state (Adam at the quickstart's learning rate, b
 shifts), and the held-out R^2 of each variable is read along the way. Same frames, same batches
 and the same seeds for every encoder; one thread.
 
-    python benchmarks/encoder_probe.py [--variants pixel semore ...] [--frames 3000] [--steps 1000]
+    python -m benchmarks.encoder_probe [--variants pixel semore ...] [--frames 3000] [--steps 1000]
 
 Writes benchmarks/results/encoder_probe.json (variants not run this time keep their earlier
 record there, when the setting is the same) and prints a table.

@@ -5,7 +5,7 @@ weights (latency does not depend on training). Torch and ORT calls alternate wit
 both see the same machine noise. CPU always; ORT's CUDA provider as well when it runs here.
 Writes benchmarks/results/export_latency.json and prints a table.
 
-    python benchmarks/export_latency.py [--reps 200]
+    python -m benchmarks.export_latency [--reps 200]
 """
 
 from __future__ import annotations

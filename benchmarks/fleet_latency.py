@@ -12,7 +12,7 @@ Every server gets the same compute: semore-serve one ONNX Runtime thread, each f
 CPU (hence one thread). Ray runs on this machine (``semore-fleet up`` in the foreground), so the
 2-replica fleet shares the cores with its proxy and the load generator, as semore-serve does.
 
-    python benchmarks/fleet_latency.py            # writes benchmarks/results/fleet_latency.json
+    python -m benchmarks.fleet_latency            # writes benchmarks/results/fleet_latency.json
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,14 +29,11 @@ from typing import TypeVar
 
 import numpy as np
 
+from benchmarks import serve_latency  # its server start/stop and its load generator
+from devkit.fleet import free_port, start_local_fleet
+from devkit.tiny_policy import build_tiny_policy
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import serve_latency  # noqa: E402  (its server start/stop and its load generator)
-
-from tests.helpers.fleet import free_port, start_local_fleet  # noqa: E402
-from tests.helpers.serving import build_tiny_policy  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "fleet_latency.json"
 ROBOTS = (1, 8, 32)
@@ -127,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         # The load average shows what else ran on the cores meanwhile.
         "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}",
         "loadavg_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
-        "model": "tiny test policy (tests/helpers/serving.py), CPU",
-        "load_generator": "benchmarks/serve_latency.py measure_concurrent: StreamAct, 1 client process",
+        "model": "tiny test policy (devkit/tiny_policy.py), CPU",
+        "load_generator": "benchmarks.serve_latency measure_concurrent: StreamAct, 1 client process",
         "frames_per_robot": args.frames_per_robot,
         "servers": servers,
         "fleet_over_serve_p50": round(float(np.median(ratios)), 3),

@@ -67,7 +67,7 @@ use_ort_cuda() {
   # onnxruntime-gpu and the serving wheels into (carried into $ORT_PIECES, default
   # /tmp/ort_pieces, over back-to-back calls): joined and checked against their SHA-256, then
   # installed into a virtual environment, $ORT_VENV (default /tmp/ort_venv), that sees the
-  # device's packages behind its own. Not PYTHONPATH: benchmarks/serve_latency.py starts the server
+  # device's packages behind its own. Not PYTHONPATH: benchmarks.serve_latency starts the server
   # with PYTHONPATH set to the repository alone, which would hide them, whereas a child started
   # with sys.executable keeps the environment. Both the device's CPU onnxruntime and
   # onnxruntime-gpu are the import package `onnxruntime`: the environment's own comes first, and

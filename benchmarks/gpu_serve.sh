@@ -139,12 +139,12 @@ EOF
   [ -f "$model" ] || return 1
   for column in "cuda $gpu" "cpu cpu"; do
     read -r label device <<<"$column"
-    step "in_process_$label" "$python" benchmarks/ort_batch_latency.py --model "$model" --device "$device" \
+    step "in_process_$label" "$python" -m benchmarks.ort_batch_latency --model "$model" --device "$device" \
       --batches 1 32 "${in_process[@]}" --out "$out/in_process_$label.json"
     collect
     # Every stream comes from 127.0.0.1, and 128 is the per-client limit exactly (half of
     # --max-streams): no slack for one of the 32 streams before them that is still closing.
-    step "serve_$label" "$python" benchmarks/serve_latency.py --model "$model" --device "$device" "${serve[@]}" \
+    step "serve_$label" "$python" -m benchmarks.serve_latency --model "$model" --device "$device" "${serve[@]}" \
       --server-arg=--max-streams-per-client=256 --out "$out/serve_$label.json"
     collect
   done

@@ -41,7 +41,7 @@ fi
 sets=()
 for s in "${sizes[@]}"; do sets+=(--set "$s"); done
 
-timeout -k 10 "$budget" "$python" benchmarks/train_speed.py --settings reference --encoders semore pixel \
+timeout -k 10 "$budget" "$python" -m benchmarks.train_speed --settings reference --encoders semore pixel \
   --compile "$compile" "${args[@]}" "${sets[@]}" --json "$out/train_speed_gpu.json" 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
 echo "train_speed exit $status (124: stopped at the ${budget} s budget; the JSON holds what was measured)" | tee -a "$log"

@@ -6,7 +6,7 @@ train the quickstart setting with the same seeds, to 60k frames without early st
 time with one thread each, and a sweep cut short resumes. Train them, then read them:
 
     semore-sweep --spec sweeps/cpu_evidence.yaml --out sweeps-out/cpu_evidence --backend local --resume
-    python benchmarks/learner_check.py [--sweep sweeps-out/cpu_evidence]
+    python -m benchmarks.learner_check [--sweep sweeps-out/cpu_evidence]
 
 Writes benchmarks/results/learner_check.json: for each arm and finished seed, the frames to the
 first evaluation at or above the spec's threshold (800; null if never within the budget), the

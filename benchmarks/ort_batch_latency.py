@@ -2,29 +2,26 @@
 
 The floor under semore-serve's micro-batches: what one model call on B stacks costs on one
 execution provider (uint8 stacks in, checked actions out; on CUDA the copies to and from the GPU
-included). benchmarks/serve_latency.py measures batch 1 only, with its own frame stacks;
+included). benchmarks.serve_latency measures batch 1 only, with its own frame stacks;
 benchmarks/gpu_serve.sh runs this once per provider beside it.
 
-    python benchmarks/ort_batch_latency.py --model policy.onnx --device cuda --batches 1 32 --out in_process.json
+    python -m benchmarks.ort_batch_latency --model policy.onnx --device cuda --batches 1 32 --out in_process.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from devkit.timing import percentiles
+from semore_runtime.policy import OnnxPolicy
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-
-from serve_latency import percentiles  # noqa: E402
-
-from semore_runtime.policy import OnnxPolicy  # noqa: E402
 
 
 def measure(policy: OnnxPolicy, batch: int, reps: int, warmup: int, time_box: float) -> dict:

@@ -4,7 +4,7 @@ Runs the real command as a subprocess and times it from process start, so import
 and every evaluation count. Writes benchmarks/results/quickstart.json (seconds_to_800,
 best_return, curve) and copies the run's learning curve to benchmarks/results/quickstart.png.
 
-    python benchmarks/quickstart.py [--out runs/quickstart-bench] [--set train.frames=...]
+    python -m benchmarks.quickstart [--out runs/quickstart-bench] [--set train.frames=...]
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ the median of ``--runs`` whole measurements (it moves with the machine's load). 
 benchmarks/results/serve_latency.json (the median run in full, and every run's single-stream
 figures under ``runs``) and a printed table.
 
-    python benchmarks/serve_latency.py --runs 5        # builds the tiny test policy (writes the results file)
-    python benchmarks/serve_latency.py --model policy.onnx --device cpu
+    python -m benchmarks.serve_latency --runs 5        # builds the tiny test policy (writes the results file)
+    python -m benchmarks.serve_latency --model policy.onnx --device cpu
 """
 
 from __future__ import annotations
@@ -39,28 +39,18 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from devkit.timing import percentiles
+from devkit.tiny_policy import build_tiny_policy
+from semore_runtime.client import PolicyClient
+from semore_runtime.frame_stack import FrameStack
+from semore_runtime.policy import OnnxPolicy
 
-from semore_runtime.client import PolicyClient  # noqa: E402
-from semore_runtime.frame_stack import FrameStack  # noqa: E402
-from semore_runtime.policy import OnnxPolicy  # noqa: E402
-from tests.helpers.serving import build_tiny_policy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "serve_latency.json"
 OVERHEAD_TARGET_MS = 0.5
 RATIO_TARGET = 2.0
 OVERHEAD_OVER_ECHO_TARGET = 1.3
-
-
-def percentiles(seconds: list[float] | np.ndarray) -> dict[str, float]:
-    ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 4),
-        "p90_ms": round(float(np.percentile(ms, 90)), 4),
-        "p99_ms": round(float(np.percentile(ms, 99)), 4),
-        "mean_ms": round(float(ms.mean()), 4),
-    }
 
 
 def test_frames(policy_spec, n: int = 64, seed: int = 0) -> np.ndarray:
@@ -330,7 +320,7 @@ def measure(args: argparse.Namespace, model: Path) -> dict:
             "loadavg_1m_after": round(load_after[0], 2),
         },
         "model": {
-            "path": str(args.model) if args.model else "tiny test policy (tests/helpers/serving.py)",
+            "path": str(args.model) if args.model else "tiny test policy (devkit/tiny_policy.py)",
             "stack_shape": list(spec.stack_shape),
             "action_dim": spec.action_dim,
             "device": args.device,

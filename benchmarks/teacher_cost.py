@@ -1,7 +1,7 @@
 """Teacher cost: CLIP grounding throughput, the VLM's call rate, and how much each teacher slows training.
 
 No weights can be downloaded here, so every model has random weights at its real size
-(training/teachers/random_models.py): the compute is the real models', the answers are noise.
+(devkit/random_models.py): the compute is the real models', the answers are noise.
 The VLM is Qwen2-VL-2B-Instruct's architecture; random weights never say "stop", so each
 answer runs to max_new_tokens, an upper bound on a real answer's cost.
 
@@ -9,7 +9,7 @@ Slowdown: the quickstart config trains the same number of frames with each teach
 that alternate the teachers in this process; the median over rounds of wall time per training
 frame (evaluation excluded), over `none`'s.
 
-    python benchmarks/teacher_cost.py [--frames 3000] [--repeats 3] [--device cuda]
+    python -m benchmarks.teacher_cost [--frames 3000] [--repeats 3] [--device cuda]
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from training.config import ClipConfig, VlmConfig, load_config  # noqa: E402
-from training.teachers.clip import ClipGrounder  # noqa: E402
-from training.teachers.random_models import save_random_qwen2_vl  # noqa: E402
-from training.teachers.vlm import VisionLanguageModel  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
+from devkit.random_models import save_random_qwen2_vl
+from training.config import ClipConfig, VlmConfig, load_config
+from training.teachers.clip import ClipGrounder
+from training.teachers.vlm import VisionLanguageModel
+from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs/quickstart.yaml"

@@ -5,11 +5,11 @@ Both encoders, each with the SAC learner and the DrQ-v2 learner, are timed side 
 env frames/s times collection as the trainer does it (render, plus the sim teacher's segmentation
 render for Semore). Writes benchmarks/results/train_speed.json and prints a table.
 
-    python benchmarks/train_speed.py [--rounds 5] [--updates 3]
+    python -m benchmarks.train_speed [--rounds 5] [--updates 3]
 
 On a GPU (benchmarks/gpu_train_speed.sh runs this on the device machine):
 
-    python benchmarks/train_speed.py --device cuda --settings reference --encoders semore pixel \\
+    python -m benchmarks.train_speed --device cuda --settings reference --encoders semore pixel \\
         --compile config --time-box 20 --trial-seconds 20 --json OUT/train_speed_gpu.json
 
 --compile config compiles each encoder as its config says (encoder.compile); CUDA updates are
@@ -28,23 +28,22 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+import torch
+
+from devkit.batches import synthetic_batch
+from training.agent import Agent, make_agent
+from training.config import RunConfig, load_config
+from training.envs import make_env
+from training.teachers import make_teacher
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.helpers: the synthetic batch the tests use too
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from tests.helpers.training import synthetic_batch  # noqa: E402
-from training.agent import Agent, make_agent  # noqa: E402
-from training.config import RunConfig, load_config  # noqa: E402
-from training.envs import make_env  # noqa: E402
-from training.teachers import make_teacher  # noqa: E402
 
 SETTINGS = {
     "reference": ROOT / "configs/reference/cartpole_swingup.yaml",

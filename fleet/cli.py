@@ -22,49 +22,13 @@ import threading
 from collections.abc import Callable
 
 import ray
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from ray import serve
 
 from fleet.config import DownConfig, StatusConfig, UpConfig
 from fleet.control import FleetError, check_model, connect, deploy, down, proxies, serving, status
 from semore_runtime.policy import DeviceUnavailableError, PolicyLoadError
-
-
-def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """One option per field: ``--field-name``, the field's description as help, a bool as a flag
-    (``json_schema_extra={"metavar": ...}`` names the value in the help).
-
-    Options left out are left out of the result too (``SUPPRESS``), so the model's own default
-    applies: the default is written once, in fleet.config.
-    """
-    for name, field in model.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
-            parser.add_argument(
-                flag, dest=name, action="store_true", default=argparse.SUPPRESS, help=field.description
-            )
-            continue
-        shown = " (required)" if field.is_required() else ""
-        if field.default is not None and not field.is_required():
-            shown = f" (default: {field.default})"
-        parser.add_argument(
-            flag,
-            dest=name,
-            required=field.is_required(),
-            default=argparse.SUPPRESS,
-            metavar=(field.json_schema_extra or {}).get("metavar", name.upper()),
-            help=f"{field.description}{shown}",
-        )
-
-
-def _problems(error: ValidationError) -> str:
-    parts = []
-    for problem in error.errors():
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["loc"]:
-            message = f"--{str(problem['loc'][0]).replace('_', '-')}: {message}"
-        parts.append(message)
-    return "; ".join(parts)
+from serve.options import add_options, parse
 
 
 def _up(config: UpConfig) -> int:
@@ -136,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         add_options(verbs.add_parser(verb, help=doc, description=doc), model)
     options = vars(parser.parse_args(argv))
     model, run = VERBS[options.pop("verb")]
-    try:
-        config = model.model_validate(options)
-    except ValidationError as exc:
-        parser.error(_problems(exc))
+    config = parse(parser, model, options)
     try:
         return run(config)
     except (FleetError, FileNotFoundError, PolicyLoadError, DeviceUnavailableError) as exc:

@@ -38,11 +38,12 @@ class ReplicaConfig(BaseModel):
         0.0, ge=0, description="GPUs each replica reserves (0.5 shares a GPU); > 0 runs the policy on CUDA"
     )
     max_batch: int = Field(32, ge=1, description="most requests per model call in a replica")
-    batch_wait_ms: float = Field(
-        0.0,
+    # Named and counted as semore-serve's --batch-wait-us, so a setting moves between the two as is.
+    batch_wait_us: int = Field(
+        0,
         ge=0,
-        description="how long a batch waits for more requests; 0 batches only what queued "
-        "while the model ran, so a lone robot never waits",
+        description="longest wait in microseconds for more requests to join a batch; 0 batches only "
+        "what queued while the model ran, so a lone robot never waits",
     )
     resize: bool = Field(False, description="resize frames of another size instead of rejecting them")
     token_file: Path | None = Field(

@@ -87,7 +87,7 @@ class PolicyReplica:
             resize=config.resize,
             max_decode_pixels=MAX_DECODE_PIXELS,
             max_batch=config.max_batch,
-            batch_wait_s=config.batch_wait_ms / 1000,
+            batch_wait_s=config.batch_wait_us / 1e6,
             # A lone robot's step runs on the replica's event loop, as on semore-serve.
             inline_when_alone=True,
             token_file=config.token_file,

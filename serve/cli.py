@@ -4,65 +4,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import select
 import signal
 import socket
 import sys
 import threading
-import types
-import typing
 
 from semore_runtime.policy import DeviceUnavailableError, PolicyLoadError
 from serve.logs import configure_logging
+from serve.options import add_options, parse
 from serve.server import ServeConfig, build_server
 
 log = logging.getLogger("serve")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Adds one option per ServeConfig field; its name, default, help and choices come from the field."""
-    hints = typing.get_type_hints(ServeConfig)
-    for f in dataclasses.fields(ServeConfig):
-        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
-        options: dict = {"dest": f.name, "help": f.metadata.get("help")}
-        if f.default is dataclasses.MISSING:
-            options["required"] = True
-        else:
-            options["default"] = f.default
-        kind = hints[f.name]
-        if kind is bool:  # a flag: giving it flips the default
-            options["action"] = "store_false" if f.default else "store_true"
-        else:
-            if isinstance(kind, types.UnionType):  # X | None: an option that may be left out
-                (kind,) = (t for t in typing.get_args(kind) if t is not type(None))
-            if typing.get_origin(kind) is typing.Literal:
-                options["choices"] = list(typing.get_args(kind))
-            else:
-                options["type"] = kind
-                options["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
-        parser.add_argument(flag, **options)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> tuple[ServeConfig, argparse.Namespace]:
+    """The server's config and the logging options; a bad value exits 2 naming its option."""
     p = argparse.ArgumentParser(
         prog="semore-serve",
         description="Serve an exported Semore policy (ONNX) over gRPC with per-stream frame stacks "
         "and dynamic micro-batching.",
     )
-    add_config_options(p)
+    add_options(p, ServeConfig)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
-    return p.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    return ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
+    args = vars(p.parse_args(argv))
+    logging_options = argparse.Namespace(log_level=args.pop("log_level"), plain_logs=args.pop("plain_logs"))
+    return parse(p, ServeConfig, args), logging_options
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    config, args = parse_args(argv)
     configure_logging(args.log_level, json_lines=not args.plain_logs)
     signals: list[int] = []  # SIGTERM / SIGINT: stop
     hangups: list[int] = []  # SIGHUP: re-read the token file
@@ -89,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return len(signals) >= count
 
     try:
-        server = build_server(config_from_args(args))
+        server = build_server(config)
     except (FileNotFoundError, PolicyLoadError, DeviceUnavailableError, ValueError, OSError) as exc:
         log.error("cannot start: %s", exc, extra={"event": "startup_failed"})
         return 2

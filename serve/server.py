@@ -15,13 +15,13 @@ import asyncio
 import ipaddress
 import logging
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from semore_runtime.client import PolicyServerError
 from semore_runtime.policy import Device, OnnxPolicy, file_sha256
@@ -48,90 +48,81 @@ MIN_MESSAGE_BYTES = 4 * 1024 * 1024
 STREAM_HEADER = "semore-stream-id"  # initial metadata of an accepted StreamAct
 
 
-@dataclass
-class ServeConfig:
-    """Everything semore-serve can be told: each field is one option, and serve.cli builds them from here.
+class ServeConfig(BaseModel):
+    """Everything semore-serve can be told: each field is one option (serve.options builds them),
+    checked here whether it comes from the command line or from Python."""
 
-    The option is ``--field-name`` unless ``metadata["flag"]`` names another; ``metadata["help"]``
-    is its help text; a Literal type gives its choices; a bool is a flag that flips the default.
-    """
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Path = field(metadata={"help": "exported policy .onnx file"})
-    host: str = field(
-        default="127.0.0.1", metadata={"help": "bind address (default loopback; 0.0.0.0 for all)"}
+    model: Path = Field(description="exported policy .onnx file")
+    host: str = Field("127.0.0.1", description="bind address (loopback; 0.0.0.0 for all)")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one)")
+    device: Device = Field("auto", description="where the policy runs (auto: CUDA when available)")
+    max_batch: int = Field(32, ge=1, description="most requests per model call")
+    batch_wait_us: int = Field(
+        500,
+        ge=0,
+        description="longest wait in microseconds for more requests to join a batch (only while "
+        "other streams are open)",
     )
-    port: int = field(default=50051, metadata={"help": "gRPC port (0 picks a free one)"})
-    device: Device = "auto"
-    max_batch: int = field(default=32, metadata={"help": "most requests per model call"})
-    batch_wait_us: int = field(
-        default=500,
-        metadata={
-            "help": "longest wait for more requests to join a batch (only while other streams are open)"
-        },
+    max_streams: int = Field(256, ge=1, description="concurrent StreamAct limit (RESOURCE_EXHAUSTED beyond)")
+    max_streams_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="concurrent StreamAct limit per client IP address, so one client cannot take every "
+        "slot (default: half of --max-streams, at least 1)",
     )
-    max_streams: int = field(
-        default=256, metadata={"help": "concurrent StreamAct limit (RESOURCE_EXHAUSTED beyond)"}
+    idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="close a stream (DEADLINE_EXCEEDED) that sends nothing for this many seconds, "
+        "so a vanished robot does not hold its slot",
+        json_schema_extra={"flag": "--idle-timeout"},
     )
-    max_streams_per_client: int | None = field(
-        default=None,
-        metadata={
-            "help": "concurrent StreamAct limit per client IP address, so one client cannot take every "
-            "slot (default: half of --max-streams, at least 1)"
-        },
+    resize: bool = Field(False, description="resize frames of another size instead of rejecting them")
+    max_decode_pixels: int = Field(
+        MAX_DECODE_PIXELS,
+        ge=1,
+        description="with --resize: the most pixels (height x width) a frame may have; larger JPEG/PNG "
+        "frames are refused from their header, before decoding",
     )
-    idle_timeout_s: float = field(
-        default=60.0,
-        metadata={
-            "flag": "--idle-timeout",
-            "help": "close a stream (DEADLINE_EXCEEDED) that sends nothing for this many seconds, "
-            "so a vanished robot does not hold its slot",
-        },
+    tls_cert: Path | None = Field(None, description="server certificate chain (PEM); enables TLS")
+    tls_key: Path | None = Field(None, description="server private key (PEM)")
+    client_ca: Path | None = Field(None, description="CA bundle (PEM) for client certificates: mutual TLS")
+    token_file: Path | None = Field(None, description="accepted bearer tokens, one per line: auth on")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus /metrics on this port (same host)"
     )
-    resize: bool = field(
-        default=False, metadata={"help": "resize frames of another size instead of rejecting them"}
+    max_message_bytes: int | None = Field(
+        None, ge=1, description="per-message size limit (default 4 MiB or K raw frames)"
     )
-    max_decode_pixels: int = field(
-        default=MAX_DECODE_PIXELS,
-        metadata={
-            "help": "with --resize: the most pixels (height x width) a frame may have; larger JPEG/PNG "
-            "frames are refused from their header, before decoding"
-        },
-    )
-    tls_cert: Path | None = field(
-        default=None, metadata={"help": "server certificate chain (PEM); enables TLS"}
-    )
-    tls_key: Path | None = field(default=None, metadata={"help": "server private key (PEM)"})
-    client_ca: Path | None = field(
-        default=None, metadata={"help": "CA bundle (PEM) for client certificates: mutual TLS"}
-    )
-    token_file: Path | None = field(
-        default=None, metadata={"help": "accepted bearer tokens, one per line: auth on"}
-    )
-    metrics_port: int | None = field(
-        default=None, metadata={"help": "serve Prometheus /metrics on this port (same host)"}
-    )
-    max_message_bytes: int | None = field(
-        default=None, metadata={"help": "per-message size limit (default 4 MiB or K raw frames)"}
-    )
-    # None: OnnxPolicy's default.
-    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime intra-op threads"})
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads (default: its own)")
     # Off by default: the gRPC threads need the cores.
-    spinning: bool = field(
-        default=False,
-        metadata={"flag": "--spin", "help": "let ONNX Runtime threads spin (faster on idle cores)"},
+    spinning: bool = Field(
+        False,
+        description="let ONNX Runtime threads spin (faster on idle cores)",
+        json_schema_extra={"flag": "--spin"},
     )
-    drain_timeout_s: float = field(
-        default=10.0,
-        metadata={"flag": "--drain-timeout", "help": "seconds open streams get after SIGTERM"},
+    drain_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        description="seconds open streams get after SIGTERM",
+        json_schema_extra={"flag": "--drain-timeout"},
     )
     # On: a lone stream's request runs on the loop, skipping the batcher hop.
-    inline_when_alone: bool = field(
-        default=True,
-        metadata={
-            "flag": "--no-inline",
-            "help": "always go through the batcher thread, even for a lone stream (for comparisons)",
-        },
+    inline_when_alone: bool = Field(
+        True,
+        description="always go through the batcher thread, even for a lone stream (for comparisons)",
+        json_schema_extra={"flag": "--no-inline"},
     )
+
+    @model_validator(mode="after")
+    def _tls_options_go_together(self) -> ServeConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.client_ca and not self.tls_cert:
+            raise ValueError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+        return self
 
     def core_settings(self) -> dict:
         """The PolicyCore settings these options give (all but the policy and its file's hash)."""
@@ -147,26 +138,6 @@ class ServeConfig:
             "max_streams_per_client": self.max_streams_per_client or max(1, self.max_streams // 2),
             "max_unary_calls": MAX_UNARY_CALLS,
         }
-
-    def validate(self) -> None:
-        if self.max_batch < 1:
-            raise ValueError(f"--max-batch must be >= 1, got {self.max_batch}")
-        if self.batch_wait_us < 0:
-            raise ValueError(f"--batch-wait-us must be >= 0, got {self.batch_wait_us}")
-        if self.max_streams < 1:
-            raise ValueError(f"--max-streams must be >= 1, got {self.max_streams}")
-        if self.max_streams_per_client is not None and self.max_streams_per_client < 1:
-            raise ValueError(f"--max-streams-per-client must be >= 1, got {self.max_streams_per_client}")
-        if self.idle_timeout_s <= 0:
-            raise ValueError(f"--idle-timeout must be > 0 seconds, got {self.idle_timeout_s}")
-        if self.max_message_bytes is not None and self.max_message_bytes < 1:
-            raise ValueError(f"--max-message-bytes must be >= 1, got {self.max_message_bytes}")
-        if self.max_decode_pixels < 1:
-            raise ValueError(f"--max-decode-pixels must be >= 1, got {self.max_decode_pixels}")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
-        if self.client_ca and not self.tls_cert:
-            raise ValueError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
 
 
 def host_port(host: str, port: int) -> str:
@@ -250,7 +221,6 @@ class PolicyServer:
     """
 
     def __init__(self, config: ServeConfig, policy: OnnxPolicy | None = None) -> None:
-        config.validate()
         self.config = config
         if policy is None:
             policy = OnnxPolicy(
@@ -457,5 +427,5 @@ def build_server(
     if config is None:
         config = ServeConfig(**overrides)
     elif overrides:
-        config = ServeConfig(**{**config.__dict__, **overrides})
+        config = ServeConfig.model_validate({**config.model_dump(), **overrides})
     return PolicyServer(config, policy)

@@ -1,5 +1,6 @@
-"""The repository is self-contained: no project file names a path outside it, and every relative
-Markdown link resolves to a file (and heading) inside it.
+"""The repository is self-contained: no project file names a path outside it, every relative
+Markdown link resolves to a file (and heading) inside it, and the product's packages never import
+the tooling (devkit, benchmarks, tests, tools), which the wheel leaves out.
 
 A clone is all a user or contributor gets, so a pointer to a machine's checkout, a sibling folder
 or a scratch directory is a pointer to nothing. Files are listed with ``git ls-files`` (tracked
@@ -8,9 +9,11 @@ ones, plus untracked ones git does not ignore, so a new page is checked before i
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote
@@ -239,3 +242,32 @@ def test_broken_links_are_caught(tmp_path):
     )
     found = broken_links("README.md", text, files, root=tmp_path)
     assert [p.split(":")[1] for p in found] == ["2", "3", "4", "5", "10"], found
+
+
+PRODUCT = ("semore_runtime", "training", "export", "serve", "evidence", "fleet")
+TOOLING = ("devkit", "benchmarks", "tests", "tools")
+
+
+def _imported_packages(source: str) -> set[str]:
+    packages = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            packages |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            packages.add(node.module.split(".")[0])
+    return packages
+
+
+def test_the_product_never_imports_tooling_and_the_wheel_ships_none():
+    problems = []
+    for name in project_files():
+        top = name.split("/")[0]
+        if not name.endswith(".py") or top not in (*PRODUCT, "benchmarks"):
+            continue
+        used = _imported_packages((ROOT / name).read_text(encoding="utf-8"))
+        # A benchmark may use devkit and tools; a product module none of the tooling.
+        forbidden = {"tests"} if top == "benchmarks" else set(TOOLING)
+        problems += [f"{name} imports {package}" for package in sorted(used & forbidden)]
+    assert not problems, "\n".join(problems)
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert {pattern.rstrip("*") for pattern in shipped["include"]} == set(PRODUCT)

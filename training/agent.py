@@ -40,8 +40,8 @@ def enabled_losses(config: RunConfig) -> list[str]:
     """The auxiliary losses this run trains: one place decides, from the config's switches."""
     auxiliary = config.agent.auxiliary
     if auxiliary is None:
-        auxiliary = config.encoder.kind == "semore"
-    teacher = config.encoder.kind == "semore" and config.teacher.kind != "none"
+        auxiliary = config.encoder.dual_path
+    teacher = config.encoder.dual_path and config.teacher.kind != "none"
     wanted = {
         "transition": auxiliary,
         "reward": auxiliary,
@@ -98,7 +98,7 @@ class Agent(ABC):
             self.aux = AuxiliaryHeads(
                 self.losses,
                 feature_dim,
-                enc.feature_dim if enc.kind == "semore" else feature_dim,
+                enc.feature_dim if enc.dual_path else feature_dim,
                 action_dim,
                 agent.n_step,
                 ema_target=self.uses_target_encoder,
@@ -158,7 +158,7 @@ class Agent(ABC):
             (next_aug,), next_map = random_shift(next_obs, pad=pad), None
         if self.compositor is not None:
             # Added views, not replaced ones: the critic keeps every clean view, as SVEA does.
-            # Replacing half of each batch slowed learning (docs/training.md, CPU evidence v2).
+            # Replacing half of each batch slowed learning (docs/results.md, CPU evidence v2).
             m = max(1, round(self.config.augment.composite * len(obs_aug)))
             rows = len(obs_aug) + m
             obs_aug = torch.cat([obs_aug, self.compositor(obs_aug[:m], foreground[:m])])
@@ -382,7 +382,7 @@ class DrQV2Agent(Agent):
     shrinks, so once the critic favours a bound the mean runs past it until tanh's gradient falls
     under Adam's eps, and then it stays there when the critic changes its mind. Measured: at the
     quickstart settings (lr 1e-3) the pixel DrQ-v2 actor's mean sat near -27.6 and acted -1 in
-    every state for 30k frames while its critic favoured +0.75 (training.md, "DrQ-v2 learner at
+    every state for 30k frames while its critic favoured +0.75 (docs/results.md, "DrQ-v2 learner at
     the reference settings").
     """
 

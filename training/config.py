@@ -145,7 +145,7 @@ class EncoderConfig(Strict):
     fusion: Literal["concat", "bilinear", "affine-bilinear"] = Field(
         "concat",
         description="concat: the latents side by side; bilinear: every output a product of the two "
-        "(the paper's fusion, which learned slower here: docs/training.md, learner check); affine-bilinear: a "
+        "(the paper's fusion, which learned slower here: docs/results.md, learner check); affine-bilinear: a "
         "constant 1 appended to both latents, so the fused feature also holds each path's linear terms",
     )
     gate: bool = Field(
@@ -154,8 +154,19 @@ class EncoderConfig(Strict):
         "calls background) multiplies the semantic features before the last conv, and a dilated copy "
         "the frame differences, so background pixels, still or moving, reach neither latent",
     )
+    gate_at: Literal["features", "input"] = Field(
+        "features",
+        description="with gate: features, as above; input: a small masker predicts the foreground of "
+        "every frame at pixel resolution and multiplies the frames before both paths, so no conv "
+        "sees background and a thin body keeps no background in its receptive field",
+    )
     channels_last: bool = Field(True, json_schema_extra=TRAIN_ONLY)
     compile: bool = Field(False, json_schema_extra=TRAIN_ONLY)
+
+    @property
+    def dual_path(self) -> bool:
+        """Semore's encoder: semantic and motion paths, a knowledge head, and the gate if asked."""
+        return self.kind == "semore"
 
     def graph_options(self) -> dict[str, Any]:
         """The settings that shape the exported graph: every field not marked TRAIN_ONLY."""
@@ -252,14 +263,14 @@ class RunConfig(Strict):
     @property
     def uses_foreground(self) -> bool:
         """The replay keeps the teacher's per-frame foreground mask: the gate or compositing reads it."""
-        return (self.encoder.kind == "semore" and self.encoder.gate) or self.augment.composite > 0
+        return (self.encoder.dual_path and self.encoder.gate) or self.augment.composite > 0
 
     @property
     def uses_teacher(self) -> bool:
         """A teacher runs only when something consumes it: a knowledge loss, the gate, compositing."""
         if self.teacher.kind == "none":
             return False
-        return self.encoder.kind == "semore" or self.uses_foreground
+        return self.encoder.dual_path or self.uses_foreground
 
     @model_validator(mode="after")
     def _grid_tiles_both_paths(self) -> RunConfig:
@@ -267,7 +278,7 @@ class RunConfig(Strict):
         motion_side = conv_output_size(size, enc.layers, strided=2 if enc.motion_path == "light" else 1)
         if motion_side < 1:
             raise ValueError(f"encoder.layers: {enc.layers} conv layers leave nothing of a {size} px image")
-        if enc.kind == "semore" and enc.attention_grid > motion_side:
+        if enc.dual_path and enc.attention_grid > motion_side:
             raise ValueError(
                 f"encoder.attention_grid: {enc.attention_grid} is larger than the motion path's "
                 f"{motion_side} x {motion_side} map at {size} px and {enc.layers} layers, so some "
@@ -277,8 +288,10 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _mask_users_need_a_teacher(self) -> RunConfig:
-        if self.encoder.gate and self.encoder.kind != "semore":
+        if self.encoder.gate and not self.encoder.dual_path:
             raise ValueError("encoder.gate: only the semore encoder has a gate; set encoder.gate=false")
+        if self.encoder.gate_at == "input" and not self.encoder.gate:
+            raise ValueError("encoder.gate_at: places the gate, but encoder.gate is false")
         for field, on in (("encoder.gate", self.encoder.gate), ("augment.composite", self.augment.composite)):
             if on and self.teacher.kind == "none":
                 raise ValueError(f"{field}: needs the teacher's foreground mask, but teacher.kind is none")

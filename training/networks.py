@@ -56,7 +56,8 @@ class Encoding:
     motion: torch.Tensor | None = None  # [B, F] motion latent
     knowledge_logits: torch.Tensor | None = None  # [B, 1, h, w] predicted knowledge map
     semantic_map: torch.Tensor | None = None  # [B, C, h, w] before interaction
-    foreground_logits: torch.Tensor | None = None  # [B, 1, h', w'] the gate's map, a layer earlier
+    # [B, 1, h', w']: the gate's map, a layer before the last (or the newest frame's pixels at the input)
+    foreground_logits: torch.Tensor | None = None
 
 
 class PixelEncoder(nn.Module):
@@ -197,7 +198,7 @@ class BilinearFusion(nn.Module):
 class ConcatFusion(nn.Module):
     """The default fusion: the two latents side by side, each dimension as it is.
 
-    At the quickstart settings the bilinear fusion learned slower than this (docs/training.md, learner check):
+    At the quickstart settings the bilinear fusion learned slower than this (docs/results.md, learner check):
     its outputs are pure products of two LayerNormed latents, so neither path reaches the critic on
     its own.
     """
@@ -234,6 +235,10 @@ def cell_spread(image_size: int, field: ReceptiveField, side: int, reach: int) -
 # Cells of the gate map by which the motion path's gate is widened: the frame differences of a
 # moving body lie where it was in older frames too, not only where the newest frame shows it.
 MOTION_GATE_DILATION = 2
+# The input gate's masker: two 3x3 convs at half resolution, its map upsampled to the pixels (each
+# 2x2 block of pixels shares a value). At full resolution and 16 channels an update cost 6.9x a
+# pixel update on the CPU at the quickstart settings (3.6x the feature gate's).
+MASKER_CHANNELS = 8
 
 
 class SemoreEncoder(nn.Module):
@@ -252,6 +257,12 @@ class SemoreEncoder(nn.Module):
     image multiplies the frame differences: background, still or moving, reaches neither latent.
     It gates on everything that is not sky or floor (every body, rails and walls), not on the
     teacher's object list, so that a partial list cannot hide state.
+
+    With `gate_at="input"` the same mask is applied before any conv instead: a small masker
+    (MaDi's place for a mask, with the teacher's supervision instead of the critic's) predicts
+    each frame's foreground at pixel resolution, and the frames are multiplied by it. Gated
+    features still carry the background that their receptive field saw, which for a body a pixel
+    or two wide (a cartpole's pole at 48 px) is most of what they saw.
     """
 
     def __init__(self, config: EncoderConfig, frame_stack: int, image_size: int) -> None:
@@ -269,8 +280,16 @@ class SemoreEncoder(nn.Module):
         self.knowledge_head = nn.Sequential(
             nn.Conv2d(sem_ch, sem_ch // 2, 1), nn.ReLU(), nn.Conv2d(sem_ch // 2, 1, 1)
         )
-        self.gate = config.gate
-        if self.gate:
+        self.gate = config.gate_at if config.gate else None
+        if self.gate == "input":
+            self.masker = nn.Sequential(
+                nn.Conv2d(3, MASKER_CHANNELS, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(MASKER_CHANNELS, MASKER_CHANNELS, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(MASKER_CHANNELS, 1, 1),
+            )
+        if self.gate == "features":
             self.gate_side = conv_output_size(image_size, config.layers - 1)
             self.gate_field = receptive_field(config.layers - 1)
             self.foreground_head = nn.Sequential(
@@ -297,12 +316,22 @@ class SemoreEncoder(nn.Module):
 
     def semantic_features(self, x: torch.Tensor) -> torch.Tensor:
         """The semantic path's map of its frames (the newest, or all K), [B, C, side, side]."""
+        if self.gate == "input":
+            x = self._masked(x)[0]
         return self._semantic(x)[0]
 
+    def _masked(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K frames times their predicted foreground, and the newest frame's logits [B, 1, S, S]."""
+        b, k, size = x.shape[0], x.shape[1] // 3, x.shape[-1]
+        logits = self.masker(x.reshape(b * k, 3, size, size))
+        logits = F.interpolate(logits, size=(size, size), mode="nearest").reshape(b, k, size, size)
+        keep = torch.sigmoid(logits).detach().repeat_interleave(3, dim=1)
+        return x * keep, logits[:, -1:]
+
     def _semantic(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The semantic map, and with the gate the foreground logits it was gated by."""
+        """The semantic map, and with the feature gate the foreground logits it was gated by."""
         h = x[:, -3 * self.semantic_frames :]
-        if not self.gate:
+        if self.gate != "features":
             return self.semantic_convs(h), None
         last = len(self.semantic_convs) - 2  # each layer is a conv and its ReLU
         for layer in self.semantic_convs[:last]:
@@ -323,9 +352,13 @@ class SemoreEncoder(nn.Module):
         return (self.gate_spread @ gate @ self.gate_spread.T).clamp(max=1.0)
 
     def forward(self, x: torch.Tensor) -> Encoding:
-        semantic, foreground_logits = self._semantic(x)
+        if self.gate == "input":
+            x, foreground_logits = self._masked(x)
+            semantic = self._semantic(x)[0]
+        else:
+            semantic, foreground_logits = self._semantic(x)
         differences = x[:, 3:] - x[:, :-3]
-        if foreground_logits is not None:
+        if self.gate == "features":
             differences = differences * self._motion_gate(foreground_logits)
         motion = self.motion_convs(differences)
         knowledge_logits = self.knowledge_head(semantic)
@@ -352,12 +385,15 @@ class SemoreEncoder(nn.Module):
         return cells_of(teacher_map, self.field, self.side)
 
     def foreground_to_cells(self, foreground: torch.Tensor) -> torch.Tensor:
-        """A foreground mask at image resolution [B, 1, S, S] -> the gate map's cells."""
+        """A foreground mask at image resolution [B, 1, S, S] -> the gate map's cells (the input
+        gate's are the pixels themselves)."""
+        if self.gate == "input":
+            return foreground
         return cells_of(foreground, self.gate_field, self.gate_side)
 
 
 def make_encoder(config: EncoderConfig, frame_stack: int, image_size: int) -> PixelEncoder | SemoreEncoder:
-    cls = SemoreEncoder if config.kind == "semore" else PixelEncoder
+    cls = SemoreEncoder if config.dual_path else PixelEncoder
     encoder = cls(config, frame_stack, image_size)
     encoder.apply(orthogonal_init)
     if isinstance(encoder, SemoreEncoder) and encoder.attention:

@@ -61,7 +61,7 @@ def test_a_two_trial_sweep_trains_exports_and_evaluates_every_trial(tmp_path, ti
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     results = tmp_path / "learner_check.json"
     check = subprocess.run(
-        [sys.executable, "benchmarks/learner_check.py", "--sweep", str(out), "--results", str(results)],
+        [sys.executable, "-m", "benchmarks.learner_check", "--sweep", str(out), "--results", str(results)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -42,6 +42,17 @@ def test_the_attention_ablation_exports_with_parity_and_names_its_switch_in_the_
     assert report.spec.encoder_options["knowledge_attention"] is False
 
 
+@pytest.mark.parametrize("place", ["features", "input"])
+def test_both_gate_places_export_with_parity_and_name_it_in_the_spec(tmp_path, place):
+    make_checkpoint(
+        tmp_path / "checkpoint.pt", "semore", extra=("encoder.gate=true", f"encoder.gate_at={place}")
+    )
+    report = export_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "policy.onnx")
+    assert report.worst <= FP32_TOLERANCE
+    assert report.spec.encoder_options["gate"] is True
+    assert report.spec.encoder_options["gate_at"] == place
+
+
 def test_file_is_valid_self_describing_and_batch_dynamic(exported):
     config, _, report = exported
     model = onnx.load(str(report.path))
@@ -103,6 +114,7 @@ def test_the_spec_keeps_exactly_the_encoder_settings_that_shape_the_graph():
         "motion_path": "light",
         "fusion": "concat",
         "gate": False,
+        "gate_at": "features",
     }
 
 

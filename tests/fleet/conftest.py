@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from devkit.fleet import LocalFleet, free_port, run_fleet, start_local_fleet
+from devkit.tiny_policy import build_tiny_policy
 from semore_runtime.client import PolicyClient
 from semore_runtime.policy import OnnxPolicy
-from tests.helpers.fleet import LocalFleet, free_port, run_fleet, start_local_fleet
-from tests.helpers.serving import build_tiny_policy
 
 try:
     import ray.serve  # noqa: F401

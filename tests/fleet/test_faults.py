@@ -10,17 +10,11 @@ import grpc
 import numpy as np
 import pytest
 
+from devkit.tiny_policy import WHITE, build_tiny_policy
 from semore_runtime.client import PolicyClient, PolicyServerError
 from semore_runtime.policy import OnnxPolicy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
-from tests.helpers.serving import (
-    WHITE,
-    StreamDriver,
-    build_tiny_policy,
-    expected_actions,
-    random_frames,
-    raw_frame,
-)
+from tests.helpers.serving import StreamDriver, expected_actions, random_frames, raw_frame
 
 pytestmark = pytest.mark.ray
 
@@ -30,7 +24,7 @@ def poisoned(deploy, fleet_dir) -> OnnxPolicy:
     """Version "poisoned": NaN actions for a stack whose newest frame is all white; a 50 ms batch
     window, so the steps of open streams that arrive together share a model call."""
     path = build_tiny_policy(fleet_dir / "poisoned.onnx", poison="nan")
-    deploy("poisoned", path, "--batch-wait-ms", "50")
+    deploy("poisoned", path, "--batch-wait-us", "50000")
     return OnnxPolicy(path, device="cpu", threads=1, spinning=False)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devkit.fleet import ROOT, free_port
 from semore_runtime.client import PolicyClient, PolicyUnavailableError
-from tests.helpers.fleet import ROOT, free_port
 from tests.helpers.serving import expected_actions, make_self_signed, random_frames
 
 pytestmark = pytest.mark.ray

@@ -11,9 +11,9 @@ import grpc
 import numpy as np
 import pytest
 
+from devkit.fleet import run_fleet
 from semore_runtime.client import PolicyClient, PolicyServerError
 from semore_runtime.policy import file_sha256
-from tests.helpers.fleet import run_fleet
 from tests.helpers.serving import expected_actions, random_frames
 
 pytestmark = pytest.mark.ray

@@ -13,7 +13,6 @@ from training.agent import make_agent
 from training.checkpoint import Checkpoint, TrainedEnv, rng_state
 from training.config import RunConfig, load_config
 from training.envs import make_env
-from training.replay import Batch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,31 +89,3 @@ def make_checkpoint(
     agent = make_agent(config, env.action_dim, torch.device("cpu"))
     save_checkpoint(path, config, agent, env.action_low.tolist(), env.action_high.tolist(), step=123)
     return config, agent
-
-
-def synthetic_batch(
-    config: RunConfig, action_dim: int, rng: np.random.Generator, batch_size: int | None = None
-) -> Batch:
-    """A batch of random content with the replay's shapes and dtypes, for speed benchmarks and tests."""
-    b = batch_size or config.agent.batch_size
-    k, s, n, m = config.env.frame_stack, config.env.image_size, config.agent.n_step, config.teacher.map_size
-    # Sparse binary masks, like a teacher's: a few cells of key objects on an empty background.
-    sparse_masks = (255 * (rng.random((b, m, m)) < 0.1)).astype(np.uint8)
-    teacher = config.teacher.kind != "none"
-    return Batch(
-        obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
-        action=rng.uniform(-1, 1, (b, action_dim)).astype(np.float32),
-        reward=rng.uniform(0, 1, b).astype(np.float32),
-        discount=np.full(b, config.agent.gamma**n, np.float32),
-        next_obs=rng.integers(0, 256, (b, k, s, s, 3), dtype=np.uint8),
-        step_reward=rng.uniform(0, 1, b).astype(np.float32),
-        actions=rng.uniform(-1, 1, (b, n, action_dim)).astype(np.float32),
-        knowledge_map=sparse_masks if teacher else None,
-        next_knowledge_map=sparse_masks[::-1].copy() if teacher else None,
-        # A foreground block in the middle of every frame: the bodies in front of sky and floor.
-        foreground=np.pad(
-            np.ones((b, k, s // 2, s // 2), bool), ((0, 0), (0, 0), (s // 4,) * 2, (s // 4,) * 2)
-        )
-        if config.uses_foreground
-        else None,
-    )

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
+from devkit.tiny_policy import build_tiny_policy
 from semore_runtime.client import (
     DEFAULT_STEP_TIMEOUT_S,
     AuthenticationError,
@@ -26,7 +27,6 @@ from semore_runtime.client import (
 from semore_runtime.policy import OnnxPolicy, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2
 from tests.helpers.serving import (
-    build_tiny_policy,
     expected_actions,
     make_certs,
     make_self_signed,

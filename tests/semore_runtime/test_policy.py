@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
+from devkit.tiny_policy import WHITE, build_tiny_policy
 from semore_runtime.policy import (
     CUDA,
     DeviceUnavailableError,
@@ -18,7 +19,7 @@ from semore_runtime.policy import (
     PolicySpecMismatch,
     _cuda_driver_present,
 )
-from tests.helpers.serving import WHITE, build_tiny_policy, random_frames
+from tests.helpers.serving import random_frames
 
 
 def load(path) -> OnnxPolicy:

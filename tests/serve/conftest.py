@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
+from devkit import tiny_policy
 from semore_runtime.policy import OnnxPolicy, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2_grpc
 from semore_runtime.spec import PolicySpec
@@ -28,7 +29,7 @@ def policy_path(tmp_path_factory) -> Path:
     """
     if os.environ.get("SEMORE_TEST_POLICY"):
         return Path(os.environ["SEMORE_TEST_POLICY"])
-    return serving.build_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny_policy.onnx")
+    return tiny_policy.build_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny_policy.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +51,16 @@ def random_frames(spec) -> Callable[..., np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def poisoned_policy(tmp_path_factory) -> Callable[[serving.Poison], Path]:
+def poisoned_policy(tmp_path_factory) -> Callable[[tiny_policy.Poison], Path]:
     """``poisoned_policy(poison)``: the tiny policy (32x32, K=3, 2 actions in [-1, 1]) misbehaving on
     a stack whose newest frame is all white: NaN, +inf or 1e6 actions, or a model call that raises.
 
     Always the tiny policy, whatever SEMORE_TEST_POLICY says: feed it ``serving.random_frames``.
     """
     folder = tmp_path_factory.mktemp("poisoned")
-    return functools.cache(lambda poison: serving.build_tiny_policy(folder / f"{poison}.onnx", poison=poison))
+    return functools.cache(
+        lambda poison: tiny_policy.build_tiny_policy(folder / f"{poison}.onnx", poison=poison)
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
 
+from devkit import tiny_policy
 from semore_runtime.client import AuthenticationError, InvalidInputError, PolicyServerError
 from semore_runtime.policy import NonFiniteActionError
 from semore_runtime.proto_gen.semore.v1 import policy_pb2
@@ -145,7 +146,7 @@ def test_a_non_finite_action_in_a_batch_fails_only_its_own_stream(make_core, poi
     # Four open streams stepping together, with a 50 ms window: each round is one batch of four.
     core = make_core(model=poisoned_policy("nan"), max_batch=8, batch_wait_s=0.05)
     frames = np.stack([serving.random_frames(3, seed=70 + sid) for sid in range(4)])
-    frames[2, 1] = serving.WHITE  # stream 2's second step gives NaN
+    frames[2, 1] = tiny_policy.WHITE  # stream 2's second step gives NaN
 
     async def step(stream, seq: int, frame: np.ndarray):
         try:

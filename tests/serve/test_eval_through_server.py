@@ -2,12 +2,13 @@
 simulation through the server, gives what the in-process evaluation gives."""
 
 import json
+import re
 import threading
 import time
 
+from devkit.tiny_policy import build_tiny_policy
 from export.onnx_export import export_checkpoint
 from serve.server import build_server
-from tests.helpers.serving import build_tiny_policy
 from tests.helpers.training import make_checkpoint
 from training.evaluate import main as semore_eval
 
@@ -56,5 +57,7 @@ def test_semore_eval_names_a_server_lost_mid_episode(tmp_path, capsys):
         stopper.join()
     assert code == 1
     err = capsys.readouterr().err
-    assert "semore-eval: the evaluation stopped mid-episode: UNAVAILABLE" in err
+    # UNAVAILABLE when the GOAWAY arrives first; on a loaded machine the client's reconnect may
+    # outlive its step deadline first. Either way the user reads what stopped the evaluation.
+    assert re.search(r"semore-eval: the evaluation stopped mid-episode: (UNAVAILABLE|DEADLINE_EXCEEDED)", err)
     assert "Traceback" not in err

@@ -152,7 +152,7 @@ def test_refused_frames_are_counted_by_reason(start_server, spec, random_frames)
 
 
 def test_max_decode_pixels_must_be_positive(policy_path):
-    with pytest.raises(ValueError, match="--max-decode-pixels must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_decode_pixels\n  Input should be greater than or equal to 1"):
         build_server(model=policy_path, port=0, max_decode_pixels=0)
 
 

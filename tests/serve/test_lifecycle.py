@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devkit.tiny_policy import build_tiny_policy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
-from serve.cli import config_from_args, parse_args
+from serve.cli import parse_args
 from serve.server import ServeConfig, build_server
-from tests.helpers.serving import build_tiny_policy, expected_actions, raw_frame, start_cli
+from tests.helpers.serving import expected_actions, raw_frame, start_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -174,12 +175,22 @@ def test_a_taken_port_fails_at_build(server, policy_path):
         build_server(model=policy_path, port=server.port, device="cpu")
 
 
-def test_cli_options_come_from_serve_config():
-    assert config_from_args(parse_args(["--model", "p.onnx"])) == ServeConfig(model=Path("p.onnx"))
-    argv = ["--model", "p.onnx", "--device", "cpu", "--tls-cert", "c.pem", "--threads", "2"]
-    argv += ["--spin", "--no-inline", "--drain-timeout", "2.5"]
-    config = config_from_args(parse_args(argv))
+def test_cli_options_come_from_serve_config(capsys):
+    assert parse_args(["--model", "p.onnx"])[0] == ServeConfig(model=Path("p.onnx"))
+    argv = ["--model", "p.onnx", "--device", "cpu", "--tls-cert", "c.pem", "--tls-key", "k.pem"]
+    argv += ["--threads", "2", "--spin", "--no-inline", "--drain-timeout", "2.5", "--log-level", "debug"]
+    config, logging_options = parse_args(argv)
     assert (config.device, config.tls_cert, config.threads) == ("cpu", Path("c.pem"), 2)
     assert config.spinning and not config.inline_when_alone and config.drain_timeout_s == 2.5
+    assert logging_options.log_level == "debug"
     with pytest.raises(SystemExit):
         parse_args(["--model", "p.onnx", "--device", "tpu"])  # choices from the Literal
+    # A bad value exits as argparse does, naming the option and the rule.
+    for bad, message in (
+        (["--batch-wait-us", "-1"], "--batch-wait-us: Input should be greater than or equal to 0"),
+        (["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(["--model", "p.onnx", *bad])
+        assert exit_info.value.code == 2
+        assert f"semore-serve: error: {message}" in capsys.readouterr().err

@@ -7,9 +7,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from pydantic import ValidationError
 
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from serve.limits import StreamLimitError, StreamSlots, client_address
+from serve.options import problems
 from serve.server import MAX_SIDE_STREAMS, MAX_SIDE_STREAMS_PER_CLIENT, ServeConfig
 from tests.helpers.serving import StreamDriver, raw_frame, wait_until
 
@@ -140,8 +142,9 @@ def test_client_address_drops_the_port():
     ],
 )
 def test_limit_options_are_validated(policy_path, field, value, flag):
-    with pytest.raises(ValueError, match=flag):
-        ServeConfig(model=policy_path, **{field: value}).validate()
+    with pytest.raises(ValidationError, match=field) as error:
+        ServeConfig(model=policy_path, **{field: value})
+    assert flag in problems(ServeConfig, error.value)
 
 
 def test_idle_health_watches_never_lock_out_a_health_check(start_server, tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devkit import tiny_policy
 from semore_runtime.client import PolicyClient, PolicyServerError
 from semore_runtime.policy import OnnxPolicy
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
@@ -257,7 +258,7 @@ def test_resize_flag(start_server, local_policy, spec, random_frames):
 
 
 def white_frame() -> np.ndarray:
-    return np.full((*serving.TINY_HW, 3), serving.WHITE, dtype=np.uint8)
+    return np.full((*tiny_policy.TINY_HW, 3), tiny_policy.WHITE, dtype=np.uint8)
 
 
 def sample(server, name: str, **labels: str) -> float | None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.training import TINY, synthetic_batch
+from devkit.batches import synthetic_batch
+from tests.helpers.training import TINY
 from training.agent import DrQV2Agent, SacAgent, enabled_losses, make_agent
 from training.config import load_config
 from training.losses import AuxiliaryHeads, AuxTargets, info_nce
@@ -230,6 +231,28 @@ def test_the_actor_learns_on_the_clean_views_only():
         agent.update(batch, frames=0)
     assert len(seen) == config.agent.actor_update_every + 1
     assert set(seen) == {len(batch.obs)}
+
+
+def test_the_input_gates_masker_learns_the_teachers_foreground_from_the_foreground_loss_alone():
+    torch.manual_seed(0)
+    config = config_with("encoder.gate=true", "encoder.gate_at=input", "augment.composite=0.5")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0))
+    masker = [p.detach().clone() for p in agent.encoder.masker.parameters()]
+    metrics = agent.update(batch, frames=0)
+    assert torch.isfinite(metrics["foreground"]) and metrics["foreground"] > 0
+    assert any(not torch.equal(p, q) for p, q in zip(agent.encoder.masker.parameters(), masker, strict=True))
+    # Detached from the critic: with the foreground loss off, nothing moves the masker.
+    config = config_with(
+        "encoder.gate=true",
+        "encoder.gate_at=input",
+        "augment.composite=0.5",
+        "agent.loss_weights.foreground=0",
+    )
+    agent = make_agent(config, 1, CPU)
+    masker = [p.detach().clone() for p in agent.encoder.masker.parameters()]
+    agent.update(batch, frames=0)
+    assert all(torch.equal(p, q) for p, q in zip(agent.encoder.masker.parameters(), masker, strict=True))
 
 
 def test_a_logged_update_gives_each_loss_gradient_norm_on_the_encoder_trunk():

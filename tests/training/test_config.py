@@ -70,6 +70,7 @@ def test_cli_reports_the_field_and_exits_2_before_any_work(tmp_path, capsys):
         (["encoder.kind=pixel"], "encoder.gate"),  # the quickstart gates; a pixel encoder has no gate
         (["teacher.kind=none"], "encoder.gate"),
         (["teacher.kind=none", "encoder.gate=false"], "augment.composite"),
+        (["encoder.gate=false", "encoder.gate_at=input"], "encoder.gate_at"),
     ],
 )
 def test_a_switch_that_needs_the_teacher_mask_or_the_semore_encoder_is_named(overrides, path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.training import synthetic_batch
+from devkit.batches import synthetic_batch
 from training.agent import make_agent
 from training.config import load_config
 from training.losses import info_nce

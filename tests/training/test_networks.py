@@ -265,3 +265,30 @@ def test_the_gate_map_sits_one_layer_before_the_last_and_spreads_over_the_image_
     spread = encoder._motion_gate(cells)[0, 0]
     centre = field.first_centre + field.jump * 7
     assert spread[centre, centre] > 0.99 and spread[0, 0] < 1e-6 and spread[centre, 31] < 1e-6
+
+
+def input_gated_encoder(foreground_bias: float) -> SemoreEncoder:
+    """An input-gated encoder whose masker says `foreground_bias` (in logits) at every pixel."""
+    config = EncoderConfig(
+        kind="semore", channels=8, feature_dim=8, attention_grid=3, gate=True, gate_at="input"
+    )
+    encoder = make_encoder(config, 3, 32)
+    torch.nn.init.zeros_(encoder.masker[-1].weight)
+    torch.nn.init.constant_(encoder.masker[-1].bias, foreground_bias)
+    return encoder
+
+
+def test_the_input_gate_masks_every_frame_before_any_conv_at_pixel_resolution():
+    x = moving_stack(0.3)
+    other = x.clone()
+    other[:, :, :, :16] += 0.2 * torch.rand(1, 9, 32, 16)  # another left half in all 3 frames
+    closed, open_ = input_gated_encoder(-30.0), input_gated_encoder(30.0)
+    assert open_(x).foreground_logits.shape == (1, 1, 32, 32)  # the newest frame's, pixel by pixel
+    target = torch.rand(1, 1, 32, 32)
+    assert torch.equal(open_.foreground_to_cells(target), target)  # the loss reads pixels too
+    # What the masker calls background reaches no conv: both paths get the same frames, so both
+    # latents are the same; what it calls foreground goes through.
+    for path in ("semantic", "motion"):
+        assert torch.allclose(getattr(closed(x), path), getattr(closed(other), path), atol=1e-6)
+        assert not torch.allclose(getattr(open_(x), path), getattr(open_(other), path), atol=1e-3)
+    assert torch.allclose(closed.semantic_features(x), closed.semantic_features(other), atol=1e-6)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.batches import synthetic_batch
 from evidence.spec import load_spec
-from tests.helpers.training import ROOT, synthetic_batch
+from tests.helpers.training import ROOT
 from training.agent import make_agent
 from training.config import load_config
 

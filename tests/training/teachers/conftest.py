@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.teachers.random_models import save_random_clip, save_random_qwen2_vl
+from devkit.random_models import save_random_clip, save_random_qwen2_vl
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.random_models import TINY_CLIP, save_random_clip
 from training.config import ClipConfig, TeacherConfig
 from training.teachers import Observation, make_teacher
 from training.teachers.clip import ClipGrounder, phrase_relevance
 from training.teachers.loading import ModelMissingError
-from training.teachers.random_models import TINY_CLIP, save_random_clip
 
 CPU = torch.device("cpu")
 

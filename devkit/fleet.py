@@ -1,4 +1,4 @@
-"""Fleet helpers for tests/fleet and benchmarks/fleet_latency.py: run ``semore-fleet`` as a user
+"""A local fleet for tests/fleet and benchmarks.fleet_latency: run ``semore-fleet`` as a user
 does, in subprocesses (plain functions, no fixtures)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
