@@ -236,8 +236,8 @@ def cell_spread(image_size: int, field: ReceptiveField, side: int, reach: int) -
 # moving body lie where it was in older frames too, not only where the newest frame shows it.
 MOTION_GATE_DILATION = 2
 # The input gate's masker: two 3x3 convs at half resolution, its map upsampled to the pixels (each
-# 2x2 block of pixels shares a value). At full resolution and 16 channels an update cost 6.9x a
-# pixel update on the CPU at the quickstart settings (3.6x the feature gate's).
+# 2x2 block of pixels shares a value): full-resolution convs cost several times a whole pixel
+# update on a CPU. Measured at this size: benchmarks/results/gate_update_time.json.
 MASKER_CHANNELS = 8
 
 
@@ -260,7 +260,8 @@ class SemoreEncoder(nn.Module):
 
     With `gate_at="input"` the same mask is applied before any conv instead: a small masker
     (MaDi's place for a mask, with the teacher's supervision instead of the critic's) predicts
-    each frame's foreground at pixel resolution, and the frames are multiplied by it. Gated
+    each frame's foreground (at half resolution, upsampled to the pixels), and the frames are
+    multiplied by it. Gated
     features still carry the background that their receptive field saw, which for a body a pixel
     or two wide (a cartpole's pole at 48 px) is most of what they saw.
     """
