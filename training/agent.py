@@ -223,11 +223,18 @@ class Agent(ABC):
         diagnose: bool = False,
     ) -> dict[str, torch.Tensor]:
         cfg = self.config.agent
-        rows = len(encoding.feature)  # clean views, then any composited ones
-        q1, q2 = self.critic(encoding.feature, with_views(batch.action, rows))
+        feature, clean = encoding.feature, len(batch.action)  # clean views, then any composited ones
+        consistency = self.config.augment.composite_loss == "consistency" and len(feature) > clean
+        rows = clean if consistency else len(feature)
+        q1, q2 = self.critic(feature[:rows], with_views(batch.action, rows))
         target_q = with_views(target_q, rows)
         metrics = {"critic": F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)}
         terms = {"critic": metrics["critic"]}
+        if consistency:
+            # The encoder alone learns that background does not matter; the critic's own data
+            # stays the clean replay, so its pace is the clean learner's.
+            metrics["consistency"] = F.mse_loss(feature[clean:], feature[: len(feature) - clean].detach())
+            terms["consistency"] = cfg.loss_weights.consistency * metrics["consistency"]
         if self.aux is not None:
             weights = cfg.loss_weights.model_dump()
             aux = self.aux.losses(encoding, batch, aux_targets, cfg.contrastive_temperature)

@@ -180,17 +180,27 @@ class LossWeights(Strict):
     knowledge_map: float = Field(1.0, ge=0)
     foreground: float = Field(1.0, ge=0, description="the gate's head against the teacher's foreground")
     contrastive: float = Field(0.05, ge=0)
+    consistency: float = Field(
+        1.0, ge=0, description="augment.composite_loss=consistency: composited features to their clean ones"
+    )
 
 
 class AugmentConfig(Strict):
-    """Teacher-guided compositing in the SVEA form: the critic also learns from views whose
-    background the teacher's foreground mask lets a texture replace; the TD target stays clean."""
+    """Teacher-guided compositing: views whose background the teacher's foreground mask lets a
+    texture replace are added to each batch; every target stays clean. Either the critic learns
+    from them too (SVEA's form), or only the encoder does, through a consistency loss."""
 
     composite: float = Field(
         0.0,
         ge=0,
         le=1,
         description="composited views added to each critic batch, as a fraction of its size (0: off)",
+    )
+    composite_loss: Literal["critic", "consistency"] = Field(
+        "critic",
+        description="critic: the TD loss reads the composited views beside the clean ones (SVEA); "
+        "consistency: the critic reads clean views only, and each composited view's feature is "
+        "pulled to its clean view's, held fixed",
     )
     backgrounds: str = Field(
         "procedural",

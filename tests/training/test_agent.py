@@ -233,6 +233,18 @@ def test_the_actor_learns_on_the_clean_views_only():
     assert set(seen) == {len(batch.obs)}
 
 
+def test_with_the_consistency_loss_the_critic_reads_clean_views_and_composited_features_follow_them():
+    torch.manual_seed(0)
+    config = config_with("augment.composite=0.5", "augment.composite_loss=consistency")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0))
+    critic_rows = []
+    agent.critic.register_forward_pre_hook(lambda module, args: critic_rows.append(len(args[0])))
+    metrics = agent.update(batch, frames=0, diagnose=True)
+    assert critic_rows == [len(batch.obs)]
+    assert float(metrics["consistency"]) > 0 and float(metrics["grad_consistency"]) > 0
+
+
 def test_the_input_gates_masker_learns_the_teachers_foreground_from_the_foreground_loss_alone():
     torch.manual_seed(0)
     config = config_with("encoder.gate=true", "encoder.gate_at=input", "augment.composite=0.5")
