@@ -148,6 +148,12 @@ class EncoderConfig(Strict):
         "(the paper's fusion, which learned slower here: docs/results.md, learner check); affine-bilinear: a "
         "constant 1 appended to both latents, so the fused feature also holds each path's linear terms",
     )
+    fusion_norm: Literal["joint", "per-path"] = Field(
+        "joint",
+        description="concat: joint: one LayerNorm over both latents before the tanh; per-path: each "
+        "latent squashed on its own (the semantic one is LayerNormed already), so the motion "
+        "latent's magnitude, which it keeps, cannot shrink the semantic latent",
+    )
     gate: bool = Field(
         False,
         description="semore: the knowledge head's foreground map (the complement of what the teacher "
@@ -293,6 +299,15 @@ class RunConfig(Strict):
                 f"encoder.attention_grid: {enc.attention_grid} is larger than the motion path's "
                 f"{motion_side} x {motion_side} map at {size} px and {enc.layers} layers, so some "
                 f"tokens would hold no pixel; use at most {motion_side}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _per_path_norm_needs_concat(self) -> RunConfig:
+        if self.encoder.fusion_norm == "per-path" and self.encoder.fusion != "concat":
+            raise ValueError(
+                f"encoder.fusion_norm: per-path keeps each latent's dimensions apart, but "
+                f"encoder.fusion={self.encoder.fusion} mixes them; use fusion=concat or fusion_norm=joint"
             )
         return self
 

@@ -311,7 +311,10 @@ class SemoreEncoder(nn.Module):
             if config.fusion == "concat"
             else BilinearFusion(fdim, fdim, 2 * fdim, affine=config.fusion == "affine-bilinear")
         )
-        self.fuse_norm = nn.LayerNorm(2 * fdim)
+        # One LayerNorm over both latents divides each sample's semantic latent by a spread that
+        # the unnormalised motion latent dominates (in cpu_evidence_v2 its batch spread grew to
+        # 4-6x the semantic one's), so how well the cart's position reads depended on the motion.
+        self.fuse_norm = nn.LayerNorm(2 * fdim) if config.fusion_norm == "joint" else nn.Identity()
         self.feature_dim = 2 * fdim
         self.semantic_channels = sem_ch
 

@@ -236,6 +236,28 @@ def test_the_motion_latent_grows_with_the_motion_and_is_zero_for_a_still_stack()
     assert norms[3] / norms[2] == pytest.approx(1.0 / 0.3, rel=1e-3)  # graded, not an on/off code
 
 
+@pytest.mark.parametrize(("norm", "independent"), [("per-path", True), ("joint", False)])
+def test_with_per_path_norm_the_motions_size_leaves_the_semantic_half_of_the_feature_alone(norm, independent):
+    """The newest frame is the same in every stack, so the semantic latent is too; only the
+    per-path norm keeps the feature's semantic half from moving with the motion's amplitude."""
+    config = EncoderConfig(kind="semore", channels=8, feature_dim=8, attention_grid=3, fusion_norm=norm)
+    encoder = make_encoder(config, 3, 32)
+    slow, fast = moving_stack(0.05), moving_stack(0.5)
+    fast[:, 6:] = slow[:, 6:]  # the same newest frame, reached by a larger motion
+    with torch.no_grad():
+        a, b = encoder(slow), encoder(fast)
+    torch.testing.assert_close(a.semantic, b.semantic)
+    assert not torch.allclose(a.motion, b.motion)
+    assert torch.allclose(a.feature[:, :8], b.feature[:, :8]) == independent
+
+
+def test_per_path_norm_with_a_mixing_fusion_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="encoder.fusion_norm:"):
+        load_config(
+            ROOT / "configs/quickstart.yaml", ["encoder.fusion=bilinear", "encoder.fusion_norm=per-path"]
+        )
+
+
 def gated_encoder(foreground_bias: float) -> SemoreEncoder:
     """A gated encoder whose foreground head says `foreground_bias` (in logits) everywhere."""
     config = EncoderConfig(kind="semore", channels=8, feature_dim=8, attention_grid=3, gate=True)
