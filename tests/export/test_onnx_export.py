@@ -113,6 +113,7 @@ def test_the_spec_keeps_exactly_the_encoder_settings_that_shape_the_graph():
         "knowledge_attention": True,
         "motion_path": "light",
         "fusion": "concat",
+        "fusion_norm": "joint",
         "gate": False,
         "gate_at": "features",
     }
