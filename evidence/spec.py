@@ -86,6 +86,16 @@ class SweepSpec(Strict):
             self.return_range.setdefault(task, (0.0, 1000.0))
         return self
 
+    def extends(self, earlier: SweepSpec) -> bool:
+        """Whether this spec only adds seeds or arms to `earlier`: every trial of `earlier` keeps
+        what it measures, so a resumed sweep may grow without running any trial again."""
+        grown = {"seeds", "arms"}
+        return (
+            self.model_dump(exclude=grown) == earlier.model_dump(exclude=grown)
+            and set(earlier.seeds) <= set(self.seeds)
+            and all(self.arms.get(arm) == overrides for arm, overrides in earlier.arms.items())
+        )
+
     def trials(self, out: Path) -> list[Trial]:
         """Seeds outermost, so a sweep cut short has every arm at the same number of seeds."""
         return [

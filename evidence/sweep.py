@@ -7,7 +7,7 @@ Ray Tune schedules the trials (locally on this machine's cores by default; `--ad
 existing Ray cluster, where the output folder must be on storage every node sees). Each trial
 asks for the spec's resources, a failed trial runs again up to `retries` times, and `--resume`
 finishes an interrupted sweep: done trials are kept, the others continue from their last
-checkpoint. `--backend local` runs the same spec without Ray, `max_concurrent` trials at a time.
+checkpoint; a spec that adds seeds or arms resumes into the same folder. `--backend local` runs the same spec without Ray, `max_concurrent` trials at a time.
 """
 
 from __future__ import annotations
@@ -163,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"semore-sweep: {args.out} already holds a sweep: pass --resume to finish it", file=sys.stderr
             )
             return 2
-        if json.loads(stored.read_text()) != resolved:
+        if not spec.extends(SweepSpec.model_validate_json(stored.read_text())):
             print(
-                f"semore-sweep: {args.spec} differs from the sweep in {args.out}; use another --out",
+                f"semore-sweep: {args.spec} changes more than seeds or arms of the sweep in {args.out}; "
+                "use another --out",
                 file=sys.stderr,
             )
             return 2

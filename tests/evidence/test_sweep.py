@@ -98,6 +98,18 @@ def test_resume_after_a_kill_keeps_finished_trials_and_finishes_the_rest(tmp_pat
     assert set(states(out).values()) == {"done"}
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "a finished trial was run again"
 
+    # A resumed sweep may grow by seeds or arms; a change to a trial it holds needs another --out.
+    grown = tiny_sweep_spec(max_concurrent=1, seeds=[1, 2])
+    log = finished(
+        sweep("--spec", str(grown), "--out", str(out), "--backend", "local", "--resume", "--seeds", "1")
+    )
+    assert "2 done earlier" in log and json.loads((out / "sweep.json").read_text())["seeds"] == [1, 2]
+    changed = tiny_sweep_spec(
+        max_concurrent=1, seeds=[1, 2], arms={"pixel": [*PIXEL_ARM, "agent.lr=0.001"], "semore-sim": []}
+    )
+    refused = sweep("--spec", str(changed), "--out", str(out), "--backend", "local", "--resume")
+    assert refused.wait(timeout=120) == 2 and "changes more than seeds or arms" in refused.stdout.read()
+
 
 def test_a_bad_override_fails_before_any_work_naming_the_trial_and_field(tmp_path, tiny_sweep_spec):
     spec = tiny_sweep_spec(arms={"pixel": PIXEL_ARM, "typo": ["agent.lrr=1"]})
