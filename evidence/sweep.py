@@ -7,7 +7,8 @@ Ray Tune schedules the trials (locally on this machine's cores by default; `--ad
 existing Ray cluster, where the output folder must be on storage every node sees). Each trial
 asks for the spec's resources, a failed trial runs again up to `retries` times, and `--resume`
 finishes an interrupted sweep: done trials are kept, the others continue from their last
-checkpoint; a spec that adds seeds or arms resumes into the same folder. `--backend local` runs the same spec without Ray, `max_concurrent` trials at a time.
+checkpoint; a spec that adds seeds or arms resumes into the same folder. `--backend local` runs
+the same spec without Ray, `max_concurrent` trials at a time.
 """
 
 from __future__ import annotations
