@@ -18,7 +18,6 @@ The intervals come from scipy.stats.bootstrap (evidence.stats), not rliable, who
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from evidence import stats
+from semore_runtime.options import parse_command
 from training.perturb import perturbation_name
 
 # The area under the curve starts at the first evaluation at or after this many frames: an earlier
@@ -373,17 +374,23 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="semore-report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="a semore-sweep output folder")
-    parser.add_argument("--out", type=Path, help="where to write the report (default: SWEEP/report)")
-    parser.add_argument("--json", type=Path, help="also write report.json here")
-    parser.add_argument(
-        "--curves", type=Path, help="also write every trial's curve so far (running ones too)"
+class ReportOptions(BaseModel):
+    """Everything semore-report can be told; each field is one option."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sweep: Path = Field(description="a semore-sweep output folder", json_schema_extra={"positional": True})
+    out: Path | None = Field(None, description="where to write the report (default: SWEEP/report)")
+    json_path: Path | None = Field(
+        None, description="also write report.json here", json_schema_extra={"flag": "--json"}
     )
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    args = parser.parse_args(argv)
+    curves: Path | None = Field(None, description="also write every trial's curve so far (running ones too)")
+    reps: int = Field(2000, ge=1, description="bootstrap resamples")
+    seed: int = Field(0, description="bootstrap seed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_command(ReportOptions, "semore-report", __doc__.splitlines()[0], argv)
     if not args.sweep.is_dir():
         print(f"semore-report: no such folder: {args.sweep}", file=sys.stderr)
         return 2
@@ -396,9 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"
     (out / "report.json").write_text(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+    if args.json_path:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(text)
     if args.curves:
         args.curves.write_text(json.dumps(trial_curves(args.sweep), indent=1) + "\n")
     for arm, entry in report["arms"].items():

@@ -13,7 +13,6 @@ the same spec without Ray, `max_concurrent` trials at a time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import signal
@@ -22,9 +21,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evidence.spec import SpecError, SweepSpec, Trial, load_spec
 from evidence.trial import TrialFailed, TrialStopped, progress, read_state, run_trial, stop_all
+from semore_runtime.options import parse_command
 
 TABLE_EVERY_SECONDS = 30.0
 
@@ -102,34 +105,43 @@ def run_ray(trials: list[Trial], spec: SweepSpec, out: Path, address: str | None
     return [r.config["trial"] for r in results if r.error is not None]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="semore-sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, required=True, help="sweeps/NAME.yaml")
-    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. sweeps-out/NAME")
-    parser.add_argument("--address", help="an existing Ray cluster (ray start --head ...); default: local")
-    parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
-    parser.add_argument("--backend", choices=["ray", "local"], default="ray")
-    parser.add_argument(
-        "--max-concurrent",
-        type=int,
-        help="trials at a time, in place of the spec's max_concurrent: a larger machine runs more "
+class SweepOptions(BaseModel):
+    """Everything semore-sweep can be told; each field is one option."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: Path = Field(description="sweeps/NAME.yaml")
+    out: Path = Field(description="output folder, e.g. sweeps-out/NAME")
+    address: str | None = Field(
+        None, description="an existing Ray cluster (ray start --head ...); default: local"
+    )
+    resume: bool = Field(False, description="finish an interrupted sweep in --out")
+    backend: Literal["ray", "local"] = Field(
+        "ray", description="Ray Tune, or trials as processes on this machine without Ray"
+    )
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="trials at a time, in place of the spec's max_concurrent: a larger machine runs more "
         "at once, and what each trial measures stays the same",
     )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        help="run only these of the spec's seeds, to share one sweep between machines",
+    seeds: list[int] | None = Field(
+        None, description="run only these of the spec's seeds, to share one sweep between machines"
     )
-    parser.add_argument(
-        "--arms",
-        nargs="+",
-        help="run only these of the spec's arms, e.g. those a change to the learner leaves as they are",
+    arms: list[str] | None = Field(
+        None,
+        description="run only these of the spec's arms, e.g. those a change to the learner leaves as they are",
     )
-    args = parser.parse_args(argv)
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        print("semore-sweep: --max-concurrent must be at least 1", file=sys.stderr)
-        return 2
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> SweepOptions:
+        if self.address and self.backend != "ray":
+            raise ValueError("--address needs the ray backend")
+        return self
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_command(SweepOptions, "semore-sweep", __doc__.splitlines()[0], argv)
     try:
         spec = load_spec(args.spec)
     except SpecError as exc:
@@ -144,9 +156,6 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    elif args.address:
-        print("semore-sweep: --address needs the ray backend", file=sys.stderr)
-        return 2
 
     for option, chosen, known in (
         ("--seeds", args.seeds, spec.seeds),

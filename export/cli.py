@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from semore_runtime.options import parse_command
+
+
+class ExportOptions(BaseModel):
+    """Everything semore-export can be told; each field is one option."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: Path = Field(description="the run's checkpoint, RUN/checkpoint.pt")
+    out: Path = Field(description="policy.onnx to write")
+    opset: int = Field(17, description="ONNX opset of the graph")
+    fp16: bool = Field(False, description="fp16 weights (needs a CUDA provider)")
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="semore-export", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint.pt")
-    parser.add_argument("--out", type=Path, required=True, help="policy.onnx to write")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--fp16", action="store_true", help="fp16 weights (needs a CUDA provider)")
-    args = parser.parse_args(argv)
+    args = parse_command(ExportOptions, "semore-export", __doc__.splitlines()[0], argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from export.onnx_export import ParityError, export_checkpoint
     from training.checkpoint import CheckpointError

@@ -27,8 +27,8 @@ from ray import serve
 
 from fleet.config import DownConfig, StatusConfig, UpConfig
 from fleet.control import FleetError, check_model, connect, deploy, down, proxies, serving, status
+from semore_runtime.options import add_options, parse
 from semore_runtime.policy import DeviceUnavailableError, PolicyLoadError
-from serve.options import add_options, parse
 
 
 def _up(config: UpConfig) -> int:

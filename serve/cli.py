@@ -11,9 +11,9 @@ import socket
 import sys
 import threading
 
+from semore_runtime.options import add_options, parse
 from semore_runtime.policy import DeviceUnavailableError, PolicyLoadError
 from serve.logs import configure_logging
-from serve.options import add_options, parse
 from serve.server import ServeConfig, build_server
 
 log = logging.getLogger("serve")

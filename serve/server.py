@@ -49,7 +49,7 @@ STREAM_HEADER = "semore-stream-id"  # initial metadata of an accepted StreamAct
 
 
 class ServeConfig(BaseModel):
-    """Everything semore-serve can be told: each field is one option (serve.options builds them),
+    """Everything semore-serve can be told: each field is one option (semore_runtime.options builds them),
     checked here whether it comes from the command line or from Python."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from semore_runtime.options import parse_command
 from training.config import ConfigError, load_config
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="semore-train", description=__doc__)
-    parser.add_argument("--config", type=Path, help="YAML run config (configs/*.yaml); defaults if omitted")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override one field, e.g. --set agent.lr=3e-4 (repeatable)",
+class TrainOptions(BaseModel):
+    """Everything semore-train's command line says; the run's settings are in the config it names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Path | None = Field(None, description="YAML run config (configs/*.yaml); defaults if omitted")
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="override one field, e.g. --set agent.lr=3e-4 (repeatable)",
+        json_schema_extra={"flag": "--set", "repeat": True, "metavar": "PATH=VALUE"},
     )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="run folder: config, logs, checkpoint, video, curve"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
-    return parser.parse_args(argv)
+    out: Path = Field(description="run folder: config, logs, checkpoint, video, curve")
+    resume: bool = Field(False, description="continue the run in --out from its last checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_command(TrainOptions, "semore-train", __doc__.splitlines()[0], argv)
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:

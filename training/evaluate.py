@@ -6,14 +6,16 @@ the policy was trained in, driven as the spec says (image size, frame stack, act
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from semore_runtime.options import parse_command
+from semore_runtime.policy import Device
 from training.perturb import CHOICES, make_perturbation
 
 
@@ -30,27 +32,41 @@ def env_config_for(spec, env_id: str | None):
     )
 
 
+class EvalOptions(BaseModel):
+    """Everything semore-eval can be told; each field is one option."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path | None = Field(None, description="policy.onnx, run in-process")
+    server: str | None = Field(
+        None, description="host:port of a running semore-serve", json_schema_extra={"metavar": "HOST:PORT"}
+    )
+    env: str | None = Field(None, description="env id (default: the one in the policy spec)")
+    episodes: int = Field(10, ge=1, description="episodes to run")
+    seed: int = Field(0, description="seed of the env, and of a perturbation's randomness")
+    device: Device = Field("auto", description="where an in-process policy runs (auto: CUDA when available)")
+    perturb: str | None = Field(
+        None,
+        description=f"one of: {', '.join(CHOICES)} (video=DIR: the videos and images in DIR over the sky "
+        "and floor)",
+    )
+    perturb_level: float = Field(1.0, description="strength in (0, 1]; 1 is the strongest")
+    video: Path | None = Field(None, description="write the first episode as mp4 (or gif)")
+    json_path: Path | None = Field(
+        None, description="write the figures as JSON", json_schema_extra={"flag": "--json"}
+    )
+    token_file: Path | None = Field(None, description="bearer token for --server")
+    version: str | None = Field(None, description="policy version to ask a semore-fleet --server for")
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> EvalOptions:
+        if (self.model is None) == (self.server is None):
+            raise ValueError("give exactly one of --model and --server")
+        return self
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="semore-eval", description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="policy.onnx, run in-process")
-    source.add_argument("--server", help="host:port of a running semore-serve")
-    parser.add_argument("--env", help="env id (default: the one in the policy spec)")
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument(
-        "--perturb",
-        help=f"one of: {', '.join(CHOICES)} (video=DIR: the videos and images in DIR over the sky and floor)",
-    )
-    parser.add_argument(
-        "--perturb-level", type=float, default=1.0, help="strength in (0, 1]; 1 is the default and strongest"
-    )
-    parser.add_argument("--video", type=Path, help="write the first episode as mp4 (or gif)")
-    parser.add_argument("--json", type=Path, help="write the figures as JSON")
-    parser.add_argument("--token-file", help="bearer token for --server")
-    parser.add_argument("--version", help="policy version to ask a semore-fleet --server for")
-    args = parser.parse_args(argv)
+    args = parse_command(EvalOptions, "semore-eval", __doc__.splitlines()[0], argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
     from training.envs import make_env
@@ -117,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"policy latency  p50 {result['latency_ms_p50']:.2f} ms, p99 {result['latency_ms_p99']:.2f} ms")
     if video:
         print(f"video           {write_video(video, args.video)}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"json            {args.json}")
+    if args.json_path:
+        args.json_path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"json            {args.json_path}")
     return 0
 
 

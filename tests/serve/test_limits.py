@@ -9,9 +9,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from pydantic import ValidationError
 
+from semore_runtime.options import problems
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from serve.limits import StreamLimitError, StreamSlots, client_address
-from serve.options import problems
 from serve.server import MAX_SIDE_STREAMS, MAX_SIDE_STREAMS_PER_CLIENT, ServeConfig
 from tests.helpers.serving import StreamDriver, raw_frame, wait_until
 

@@ -1,13 +1,14 @@
-"""Command-line options from a typed config: one option per pydantic field.
+"""Command-line options from a typed model: one option per pydantic field.
 
-semore-serve (``ServeConfig``) and semore-fleet (``fleet.config``) both build their options here,
-so a setting's name, unit, default, help and check are written once, on its field, and a setting
-that means the same in both tools is spelled the same.
+Every semore-* command builds its options here, so a setting's name, unit, default, help and check
+are written once, on its field, and a setting that means the same in two tools is spelled the same.
 
 - ``--field-name`` unless ``json_schema_extra={"flag": ...}`` names another; ``"metavar"`` names
-  the value in the help.
+  the value in the help; ``"positional": True`` makes a required field a positional argument.
 - The field's description is the help; a Literal gives the choices.
 - A bool is a flag that flips its default.
+- A list takes one or more values (``--arms a b``); with ``"repeat": True`` the option takes one
+  value and may be given again (``--set a=1 --set b=2``).
 - An option left out is left out of the result too (``SUPPRESS``), so the model's own default
   applies and is written nowhere else.
 """
@@ -17,19 +18,32 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
+Model = typing.TypeVar("Model", bound=BaseModel)
+
+
+def _extra(model: type[BaseModel], name: str) -> dict:
+    return model.model_fields[name].json_schema_extra or {}
+
 
 def flag(model: type[BaseModel], name: str) -> str:
-    """The option that sets field ``name``."""
-    return (model.model_fields[name].json_schema_extra or {}).get("flag", "--" + name.replace("_", "-"))
+    """How the command line spells field ``name``: its option, or a positional argument's name."""
+    extra = _extra(model, name)
+    if extra.get("positional"):
+        return name.upper()
+    return extra.get("flag", "--" + name.replace("_", "-"))
 
 
 def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     for name, field in model.model_fields.items():
-        extra = field.json_schema_extra or {}
+        extra = _extra(model, name)
         option = flag(model, name)
+        if extra.get("positional"):
+            parser.add_argument(name, metavar=option, help=field.description)
+            continue
         if field.annotation is bool:
             parser.add_argument(
                 option,
@@ -39,12 +53,17 @@ def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None
                 help=field.description,
             )
             continue
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
         shown = " (required)" if field.is_required() else ""
-        if field.default is not None and not field.is_required():
-            shown = f" (default: {field.default})"
+        if default not in (None, []):
+            shown = f" (default: {default})"
         kind = field.annotation
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
             (kind,) = (t for t in typing.get_args(kind) if t is not type(None))
+        many = {}
+        if typing.get_origin(kind) is list:
+            many = {"action": "append"} if extra.get("repeat") else {"nargs": "+"}
+            (kind,) = typing.get_args(kind)
         choices = list(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else None
         parser.add_argument(
             option,
@@ -56,6 +75,7 @@ def add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None
             if choices
             else extra.get("metavar", option.removeprefix("--").replace("-", "_").upper()),
             help=f"{field.description}{shown}",
+            **many,
         )
 
 
@@ -71,9 +91,16 @@ def problems(model: type[BaseModel], error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse(parser: argparse.ArgumentParser, model: type[BaseModel], options: dict) -> BaseModel:
+def parse(parser: argparse.ArgumentParser, model: type[Model], options: dict) -> Model:
     """``model`` from parsed options; a bad value ends the program as argparse does (exit 2)."""
     try:
         return model.model_validate(options)
     except ValidationError as exc:
         parser.error(problems(model, exc))
+
+
+def parse_command(model: type[Model], prog: str, description: str, argv: Sequence[str] | None) -> Model:
+    """A command whose options are exactly ``model``'s fields, parsed from ``argv``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_options(parser, model)
+    return parse(parser, model, vars(parser.parse_args(argv)))
