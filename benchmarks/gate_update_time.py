@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -20,7 +19,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import torch
 
-from devkit.batches import synthetic_batch
+from devkit.batches import synthetic_batches
+from devkit.update_timing import update_seconds
 from training.agent import make_agent
 from training.config import load_config
 
@@ -40,20 +40,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/gate_update_time.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    agents, batches = {}, {}
-    for name, overrides in ARMS.items():
-        config = load_config(ROOT / "configs/quickstart.yaml", [*CARTPOLE, *overrides])
+    configs = {
+        name: load_config(ROOT / "configs/quickstart.yaml", [*CARTPOLE, *overrides])
+        for name, overrides in ARMS.items()
+    }
+    agents = {}
+    for name, config in configs.items():
         torch.manual_seed(0)
         agents[name] = make_agent(config, 1, torch.device("cpu"))
-        batches[name] = synthetic_batch(config, 1, np.random.default_rng(0))
-    seconds: dict[str, list[float]] = {name: [] for name in ARMS}
-    for _ in range(args.rounds):
-        for name in ARMS:
-            start = time.perf_counter()
-            for _ in range(args.updates):
-                agents[name].update(batches[name], frames=0)
-            seconds[name].append((time.perf_counter() - start) / args.updates)
-    median = {name: float(np.median(s[1:])) for name, s in seconds.items()}  # round 1 warms up
+    times = update_seconds(agents, synthetic_batches(configs, 1), args.rounds, args.updates)
+    # The first round warms up; each later round gives its mean update time.
+    median = {
+        name: float(np.median(np.reshape(s, (-1, args.updates))[1:].mean(1))) for name, s in times.items()
+    }
     result = {
         "what": "one update at the quickstart settings (composite 0.5 for semore), median of rounds after the first",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, 1 torch thread",

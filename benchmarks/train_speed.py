@@ -37,8 +37,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import torch
 
-from devkit.batches import synthetic_batch
-from training.agent import Agent, make_agent
+from devkit.batches import synthetic_batches
+from devkit.update_timing import update_seconds
+from training.agent import make_agent
 from training.config import RunConfig, load_config
 from training.envs import make_env
 from training.teachers import make_teacher
@@ -85,45 +86,6 @@ def configs(
         kind: load_config(SETTINGS[setting], common + ENCODERS[kind] + (extra or []))
         for kind in (encoders or ENCODERS)
     }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def update_times(
-    agents: dict[str, Agent],
-    config: dict[str, RunConfig],
-    rounds: int,
-    updates: int,
-    time_box: float | None = None,
-    warmups: dict[str, float] | None = None,
-) -> dict:
-    """Seconds per update of each agent. `time_box` ends the rounds early (after the first) once
-    that many seconds have gone; `warmups` receives each agent's warm-up seconds (compilation)."""
-    rng = np.random.default_rng(0)
-    batches = {k: synthetic_batch(c, agents[k].action_dim, rng) for k, c in config.items()}
-    for kind, agent in agents.items():  # warm-up (and compilation when enabled)
-        tic = time.perf_counter()
-        agent.update(batches[kind], frames=0)
-        agent.update(batches[kind], frames=0)
-        _sync(agent.device)
-        if warmups is not None:
-            warmups[kind] = time.perf_counter() - tic
-    times: dict[str, list[float]] = {kind: [] for kind in agents}
-    start = time.perf_counter()
-    for r in range(rounds):
-        if r and time_box is not None and time.perf_counter() - start > time_box:
-            break
-        for kind, agent in agents.items():
-            for _ in range(updates):
-                _sync(agent.device)
-                tic = time.perf_counter()
-                agent.update(batches[kind], frames=0)
-                _sync(agent.device)
-                times[kind].append(time.perf_counter() - tic)
-    return times
 
 
 def env_frames_per_second(config: RunConfig, steps: int, time_box: float | None = None) -> float:
@@ -263,7 +225,8 @@ def main() -> None:
         config = configs(setting, compile_encoder, args.device, args.encoders, args.set)
         agents = {kind: make_agent(c, 1, device) for kind, c in config.items()}
         warmups: dict[str, float] = {}
-        times = update_times(agents, config, args.rounds, args.updates, args.time_box, warmups)
+        batches = synthetic_batches(config, 1)
+        times = update_seconds(agents, batches, args.rounds, args.updates, args.time_box, warmups)
         del agents
         entry: dict = {}
         results["settings"][setting] = entry

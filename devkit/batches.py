@@ -1,5 +1,5 @@
 """Random batches with the replay's shapes and dtypes: the fixed input of the pinned-update test
-and of the training-speed benchmark."""
+and of the update-time benchmarks."""
 
 from __future__ import annotations
 
@@ -35,3 +35,8 @@ def synthetic_batch(
         if config.uses_foreground
         else None,
     )
+
+
+def synthetic_batches(configs: dict[str, RunConfig], action_dim: int) -> dict[str, Batch]:
+    """One synthetic batch per config, each from the same seed, for agents timed side by side."""
+    return {name: synthetic_batch(c, action_dim, np.random.default_rng(0)) for name, c in configs.items()}
