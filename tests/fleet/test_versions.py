@@ -101,10 +101,11 @@ def test_rolling_upgrade_loses_no_request(fleet, deploy, policies, local, token)
     for robot in robots:
         robot.start()
     try:
-        _wait_for(lambda: len(acted) >= 20 and len(streamed) >= 20)
+        # A failure ends the wait, so the assertion below names it instead of a timeout.
+        _wait_for(lambda: failures or (len(acted) >= 20 and len(streamed) >= 20))
         deploy("rolling", policies["v3"])  # returns once the new replica serves
         n = len(acted), len(streamed)
-        _wait_for(lambda: len(acted) >= n[0] + 20 and len(streamed) >= n[1] + 20)
+        _wait_for(lambda: failures or (len(acted) >= n[0] + 20 and len(streamed) >= n[1] + 20))
     finally:
         stop.set()
         for robot in robots:
