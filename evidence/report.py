@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from evidence import stats
-from semore_runtime.options import parse_command
+from semore_runtime.options import CommandOptions, parse_command
 from training.perturb import perturbation_name
 
 # The area under the curve starts at the first evaluation at or after this many frames: an earlier
@@ -374,10 +374,8 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-class ReportOptions(BaseModel):
+class ReportOptions(CommandOptions):
     """Everything semore-report can be told; each field is one option."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     sweep: Path = Field(description="a semore-sweep output folder", json_schema_extra={"positional": True})
     out: Path | None = Field(None, description="where to write the report (default: SWEEP/report)")

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from evidence.spec import SpecError, SweepSpec, Trial, load_spec
 from evidence.trial import TrialFailed, TrialStopped, progress, read_state, run_trial, stop_all
-from semore_runtime.options import parse_command
+from semore_runtime.options import CommandOptions, parse_command
 
 TABLE_EVERY_SECONDS = 30.0
 
@@ -105,10 +105,8 @@ def run_ray(trials: list[Trial], spec: SweepSpec, out: Path, address: str | None
     return [r.config["trial"] for r in results if r.error is not None]
 
 
-class SweepOptions(BaseModel):
+class SweepOptions(CommandOptions):
     """Everything semore-sweep can be told; each field is one option."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     spec: Path = Field(description="sweeps/NAME.yaml")
     out: Path = Field(description="output folder, e.g. sweeps-out/NAME")

@@ -6,15 +6,13 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from semore_runtime.options import parse_command
+from semore_runtime.options import CommandOptions, parse_command
 
 
-class ExportOptions(BaseModel):
+class ExportOptions(CommandOptions):
     """Everything semore-export can be told; each field is one option."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     checkpoint: Path = Field(description="the run's checkpoint, RUN/checkpoint.pt")
     out: Path = Field(description="policy.onnx to write")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from semore_runtime.options import CommandOptions
 
 # A version is a Serve application name, and its route prefix: keep it to a URL-safe word.
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
 
-class ReplicaConfig(BaseModel):
+class ReplicaConfig(CommandOptions):
     """The settings a replica of one policy version runs with."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Path = Field(
         description="exported policy .onnx file; on a cluster, the same file at this path on every node"
@@ -128,10 +128,8 @@ class UpConfig(ReplicaConfig):
         return ReplicaConfig(**self.model_dump(include=set(ReplicaConfig.model_fields)))
 
 
-class StatusConfig(BaseModel):
+class StatusConfig(CommandOptions):
     """Show the deployed policy versions and their replicas."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     address: str = Field(
         "auto",

@@ -20,9 +20,15 @@ import types
 import typing
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 Model = typing.TypeVar("Model", bound=BaseModel)
+
+
+class CommandOptions(BaseModel):
+    """What a command can be told: an unknown setting is an error, and the parsed options do not change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _extra(model: type[BaseModel], name: str) -> dict:

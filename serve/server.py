@@ -21,9 +21,10 @@ from typing import NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from semore_runtime.client import PolicyServerError
+from semore_runtime.options import CommandOptions
 from semore_runtime.policy import Device, OnnxPolicy, file_sha256
 from semore_runtime.proto_gen.semore.v1 import policy_pb2, policy_pb2_grpc
 from serve.core import PolicyCore
@@ -48,11 +49,9 @@ MIN_MESSAGE_BYTES = 4 * 1024 * 1024
 STREAM_HEADER = "semore-stream-id"  # initial metadata of an accepted StreamAct
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(CommandOptions):
     """Everything semore-serve can be told: each field is one option (semore_runtime.options builds them),
     checked here whether it comes from the command line or from Python."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Path = Field(description="exported policy .onnx file")
     host: str = Field("127.0.0.1", description="bind address (loopback; 0.0.0.0 for all)")

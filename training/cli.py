@@ -6,16 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from semore_runtime.options import parse_command
+from semore_runtime.options import CommandOptions, parse_command
 from training.config import ConfigError, load_config
 
 
-class TrainOptions(BaseModel):
+class TrainOptions(CommandOptions):
     """Everything semore-train's command line says; the run's settings are in the config it names."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     config: Path | None = Field(None, description="YAML run config (configs/*.yaml); defaults if omitted")
     overrides: list[str] = Field(

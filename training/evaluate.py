@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from semore_runtime.options import parse_command
+from semore_runtime.options import CommandOptions, parse_command
 from semore_runtime.policy import Device
 from training.perturb import CHOICES, make_perturbation
 
@@ -32,10 +32,8 @@ def env_config_for(spec, env_id: str | None):
     )
 
 
-class EvalOptions(BaseModel):
+class EvalOptions(CommandOptions):
     """Everything semore-eval can be told; each field is one option."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Path | None = Field(None, description="policy.onnx, run in-process")
     server: str | None = Field(
