@@ -9,6 +9,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
+# Imported before any test imports grpc: it turns gRPC's fork support off (see its docstring).
+import semore_runtime  # noqa: E402, F401
 from tests.helpers.training import PIXEL_ARM, TINY  # noqa: E402
 
 
