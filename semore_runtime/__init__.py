@@ -5,11 +5,11 @@ Depends on numpy, onnxruntime(-gpu), pydantic, grpcio and protobuf only.
 Importing it turns gRPC's fork support off unless the environment already sets
 GRPC_ENABLE_FORK_SUPPORT. With it on, grpcio (1.80 on, 1.85 included) restarts its poller in every
 forked child, and a child forked while calls are in flight can die before it runs its program
-(grpc/grpc#43055): a robot process that starts a camera driver or a recorder beside a busy
-`PolicyClient` would lose it now and then. Measured here: ffmpeg, spawned to write a video beside a
-thread making calls, failed in 18 of 150 tries with it on and in none of 150 with it off. No Semore
-process forks a child that uses gRPC, which is all that fork support is for. gRPC reads the
-setting when it is first imported, so import semore_runtime before grpc.
+(grpc/grpc#43055): os.fork, multiprocessing's fork, or subprocess with a preexec_fn (imageio-ffmpeg
+starts ffmpeg that way) beside a busy `PolicyClient`. Measured here: ffmpeg, started to write a
+video beside a thread making calls, failed in 18 of 150 tries with it on and in none of 150 with it
+off. No Semore process forks a child that uses gRPC, which is all that fork support is for. gRPC
+reads the setting when it is first imported, so import semore_runtime before grpc.
 """
 
 import os
