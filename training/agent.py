@@ -230,6 +230,14 @@ class Agent(ABC):
         target_q = with_views(target_q, rows)
         metrics = {"critic": F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)}
         terms = {"critic": metrics["critic"]}
+        if rows > clean:
+            # The composited views' share of the TD error, on its own: whether the critic reads
+            # them as well as the clean ones, or fights them.
+            with torch.no_grad():
+                composited = target_q[clean:]
+                metrics["critic_composited"] = F.mse_loss(q1[clean:], composited) + F.mse_loss(
+                    q2[clean:], composited
+                )
         if consistency:
             # The encoder alone learns that background does not matter; the critic's own data
             # stays the clean replay, so its pace is the clean learner's.

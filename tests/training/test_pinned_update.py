@@ -22,6 +22,7 @@ CPU = torch.device("cpu")
 PINNED = {
     "semore": {
         "critic": 0.8919,
+        "critic_composited": 0.801571,
         "transition": 1.024584,
         "reward": 0.096728,
         "knowledge_map": 0.702908,
@@ -54,7 +55,12 @@ PINNED = {
         "actor": 0.214002,
     },
     "pixel": {"critic": 0.56506, "spread_feature": 0.062153, "actor": -0.299977},
-    "pixel+composite": {"critic": 0.63407, "spread_feature": 0.058255, "actor": -0.18688},
+    "pixel+composite": {
+        "critic": 0.63407,
+        "critic_composited": 0.803601,
+        "spread_feature": 0.058255,
+        "actor": -0.18688,
+    },
 }
 
 
