@@ -106,6 +106,9 @@ def run_trial(trial: Trial, spec: SweepSpec, report: Callable[[dict], None] | No
     """Runs (or finishes) one trial; `report` receives {frames, return} while it trains."""
     if read_state(trial)["state"] == "done":
         return
+    # Read before training starts: a tree checked out anew while the trial runs (its next trials
+    # are to run newer code) must not rename the code that trained this one.
+    commit = git_commit()
     write_state(trial, "running")
     threads = str(max(1, int(spec.resources.cpus)))
     env = os.environ | {
@@ -171,4 +174,4 @@ def run_trial(trial: Trial, spec: SweepSpec, report: Callable[[dict], None] | No
         write_state(trial, state, frames=frames, latest_return=latest, error=str(exc))
         raise
     frames, latest = progress(trial)
-    write_state(trial, "done", frames=frames, latest_return=latest, commit=git_commit())
+    write_state(trial, "done", frames=frames, latest_return=latest, commit=commit)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from evidence.spec import SpecError, load_spec
+from evidence.trial import run_trial
 from tests.helpers.training import PIXEL_ARM, ROOT
 from training.perturb import perturbation_name
 
@@ -137,3 +138,14 @@ def test_a_spec_may_evaluate_under_a_folder_of_videos(tmp_path, tiny_sweep_spec)
         load_spec(tiny_sweep_spec(eval={"perturbations": [*listed, missing]}))
     with pytest.raises(SpecError, match=r"eval.perturbations: unknown \['video'\].*video=DIR"):
         load_spec(tiny_sweep_spec(eval={"perturbations": ["video"]}))
+
+
+def test_a_trial_names_the_commit_it_started_at_though_the_tree_moves_on(
+    tmp_path, tiny_sweep_spec, monkeypatch
+):
+    spec = load_spec(tiny_sweep_spec(arms={"pixel": [*PIXEL_ARM]}))
+    (trial,) = spec.trials(tmp_path / "out")
+    monkeypatch.setenv("SEMORE_COMMIT", "aaaaaaa")
+    # While it trains, the tree is checked out at another commit (the next trials' code).
+    run_trial(trial, spec, report=lambda _: os.environ.update(SEMORE_COMMIT="bbbbbbb"))
+    assert json.loads((trial.folder / "trial.json").read_text())["commit"] == "aaaaaaa"
