@@ -137,8 +137,9 @@ class Agent(ABC):
         """A teacher map [B, m, m] uint8 -> [B, 1, S, S] in [0, 1], to move with its frame."""
         return F.interpolate(knowledge_map[:, None].float() / 255.0, size=size, mode="nearest")
 
-    def augment(self, batch: Batch) -> Views:
-        """Random shifts (the maps and masks move with their frames), then compositing."""
+    def augment(self, batch: Batch, frames: int) -> Views:
+        """Random shifts (the maps and masks move with their frames), then compositing from
+        `augment.composite_from_frames` environment frames on."""
         pad = self.config.agent.augment_pad
         obs, next_obs = self._frames(batch.obs), self._frames(batch.next_obs)
         size, k = obs.shape[-1], self.config.env.frame_stack
@@ -156,7 +157,7 @@ class Agent(ABC):
             next_aug, next_map = random_shift(next_obs, self._map(batch.next_knowledge_map, size), pad=pad)
         else:
             (next_aug,), next_map = random_shift(next_obs, pad=pad), None
-        if self.compositor is not None:
+        if self.compositor is not None and frames >= self.config.augment.composite_from_frames:
             # Added views, not replaced ones: the critic keeps every clean view, as SVEA does.
             # Replacing half of each batch slowed learning (docs/results.md, CPU evidence v2).
             m = max(1, round(self.config.augment.composite * len(obs_aug)))
@@ -175,7 +176,7 @@ class Agent(ABC):
         """
         cfg = self.config.agent
         batch = batch.to(self.device)
-        views = self.augment(batch)
+        views = self.augment(batch, frames)
         encoding = self.compiled_encoder(views.obs)
         with torch.no_grad():
             target_q, aux_targets = self.targets(views, batch, frames)

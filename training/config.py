@@ -208,6 +208,12 @@ class AugmentConfig(Strict):
         "consistency: the critic reads clean views only, and each composited view's feature is "
         "pulled to its clean view's, held fixed",
     )
+    composite_from_frames: int = Field(
+        0,
+        ge=0,
+        description="environment frames before composited views join the batch: the critic first "
+        "learns the task from clean views alone",
+    )
     backgrounds: str = Field(
         "procedural",
         description="procedural: the generated training families (training/backgrounds.py); or a "

@@ -15,7 +15,12 @@ class RunLogger:
         self._columns: dict[str, list[str]] = {}
 
     def log(self, kind: str, frames: int, values: dict[str, float]) -> None:
-        """Appends a row to `<kind>.csv` and the same scalars under `<kind>/` in TensorBoard."""
+        """Appends a row to `<kind>.csv` and the same scalars under `<kind>/` in TensorBoard.
+
+        A value that a later row brings (a loss that starts partway through the run, such as
+        compositing from `augment.composite_from_frames`) gets its column then, empty in the
+        rows before it.
+        """
         row = {"frames": frames, **values}
         path = self.out_dir / f"{kind}.csv"
         columns = self._columns.get(kind)
@@ -27,7 +32,15 @@ class RunLogger:
                 columns = list(row)
                 with path.open("w", newline="") as f:
                     csv.writer(f).writerow(columns)
-            self._columns[kind] = columns
+        if new := [name for name in row if name not in columns]:
+            columns = [*columns, *new]
+            with path.open(newline="") as f:
+                earlier = list(csv.DictReader(f))
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                writer.writerows(earlier)
+        self._columns[kind] = columns
         with path.open("a", newline="") as f:
             csv.DictWriter(f, columns, extrasaction="ignore").writerow(row)
         for name, value in values.items():

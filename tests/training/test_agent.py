@@ -36,7 +36,7 @@ def test_sac_target_acts_on_the_online_feature_and_values_the_target_feature():
         for p in agent.encoder_target.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
-    views = agent.augment(batch)
+    views = agent.augment(batch, frames=0)
     actor_inputs, target_critic_inputs = record_inputs(agent.actor), record_inputs(agent.critic_target)
     with torch.no_grad():
         agent.targets(views, batch, frames=0)
@@ -53,7 +53,7 @@ def test_drqv2_has_no_target_encoder_and_one_online_pass_serves_the_target():
     agent = make_agent(config, 1, CPU)
     assert isinstance(agent, DrQV2Agent) and not hasattr(agent, "encoder_target")
     batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
-    views = agent.augment(batch)
+    views = agent.augment(batch, frames=0)
     critic_inputs = record_inputs(agent.critic_target)
     with torch.no_grad():
         agent.targets(views, batch, frames=0)
@@ -131,7 +131,7 @@ def test_the_transition_loss_trains_the_motion_path_only():
     config = config_with()
     agent = make_agent(config, 1, CPU)
     batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
-    views = agent.augment(batch)
+    views = agent.augment(batch, frames=0)
     with torch.no_grad():
         _, targets = agent.targets(views, batch, frames=0)
     encoding = agent.encoder(views.obs)
@@ -173,7 +173,7 @@ def test_the_contrastive_key_is_the_target_pass_over_next_obs_under_its_teacher_
     config = config_with("agent.augment_pad=4")
     agent = make_agent(config, 1, CPU)
     batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
-    views = agent.augment(batch)
+    views = agent.augment(batch, frames=0)
     with torch.no_grad():
         _, targets = agent.targets(views, batch, frames=0)
         cells = agent.encoder.map_to_cells(views.next_teacher_map)
@@ -199,7 +199,7 @@ def test_composited_views_are_added_to_the_clean_ones_and_every_target_stays_cle
     agent = make_agent(config, 1, CPU)
     batch = synthetic_batch(config, 1, np.random.default_rng(0)).to(CPU)
     clean = agent._frames(batch.obs)  # pad 0: the shift moves nothing
-    views = agent.augment(batch)
+    views = agent.augment(batch, frames=0)
     n, m = len(batch.obs), len(batch.obs) // 4
     assert len(views.obs) == n + m
     assert torch.equal(views.obs[:n], clean)  # every clean view stays in the batch
@@ -218,6 +218,21 @@ def test_composited_views_are_added_to_the_clean_ones_and_every_target_stays_cle
     torch.testing.assert_close(target, plain)
     torch.testing.assert_close(aux.next_latent, plain_aux.next_latent)
     assert len(target) == n
+
+
+def test_composited_views_join_the_critic_batch_from_composite_from_frames_on():
+    torch.manual_seed(0)
+    config = config_with("encoder.gate=true", "augment.composite=0.5", "augment.composite_from_frames=1000")
+    agent = make_agent(config, 1, CPU)
+    batch = synthetic_batch(config, 1, np.random.default_rng(0))
+    critic_rows = []
+    agent.critic.register_forward_pre_hook(lambda module, args: critic_rows.append(len(args[0])))
+    before = agent.update(batch, frames=999)
+    first = len(critic_rows)
+    after = agent.update(batch, frames=1000)
+    n = len(batch.obs)
+    assert critic_rows[0] == n and "critic_composited" not in before
+    assert critic_rows[first] == n + n // 2 and float(after["critic_composited"]) > 0
 
 
 def test_the_actor_learns_on_the_clean_views_only():
