@@ -27,6 +27,8 @@ def test_every_arm_of_the_spec_gets_a_ratio_to_the_baseline(tmp_path):
         "pixel+consistency",
         "semore-consistency-w30",
         "pixel+consistency-w30",
+        "semore-from-25k",
+        "pixel+composite-from-25k",
     }
     assert arms["pixel+consistency"]["ratio_to_baseline"] == 1.0
     assert all(entry["ms"] > 0 for entry in arms.values())
