@@ -235,10 +235,8 @@ class Agent(ABC):
             # The composited views' share of the TD error, on its own: whether the critic reads
             # them as well as the clean ones, or fights them.
             with torch.no_grad():
-                composited = target_q[clean:]
-                metrics["critic_composited"] = F.mse_loss(q1[clean:], composited) + F.mse_loss(
-                    q2[clean:], composited
-                )
+                q1_c, q2_c, target_c = q1[clean:], q2[clean:], target_q[clean:]
+                metrics["critic_composited"] = F.mse_loss(q1_c, target_c) + F.mse_loss(q2_c, target_c)
         if consistency:
             # The encoder alone learns that background does not matter; the critic's own data
             # stays the clean replay, so its pace is the clean learner's.

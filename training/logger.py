@@ -42,7 +42,7 @@ class RunLogger:
                 writer.writerows(earlier)
         self._columns[kind] = columns
         with path.open("a", newline="") as f:
-            csv.DictWriter(f, columns, extrasaction="ignore").writerow(row)
+            csv.DictWriter(f, columns).writerow(row)
         for name, value in values.items():
             self.tensorboard.add_scalar(f"{kind}/{name}", value, frames)
 
