@@ -4,14 +4,12 @@ exactly those pixels, and a compositing variant is read on clean and composited 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import torch
 
 from benchmarks.encoder_probe import CONFIG, collect, compositor
-from tests.helpers.training import ROOT
+from tests.helpers.training import run_benchmark
 from training.backgrounds import procedural_backgrounds
 from training.config import load_config
 from training.networks import preprocess
@@ -35,15 +33,9 @@ def test_each_stack_comes_with_its_frames_foreground_and_compositing_keeps_it():
 
 def test_a_compositing_variant_is_read_on_clean_and_on_composited_frames(tmp_path):
     out = tmp_path / "probe.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.encoder_probe", "--variants", "pixel", "pixel, composite"]
-        + ["--frames", "40", "--steps", "2", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_benchmark(
+        "encoder_probe", "--variants", "pixel", "pixel, composite", "--frames", "40", "--steps", "2", "--out", str(out),
+    )  # fmt: skip
     variants = json.loads(out.read_text())["variants"]
     assert set(variants) == {"pixel", "pixel, composite"}
     for entry in variants.values():

@@ -4,23 +4,15 @@ against the spec's baseline."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.helpers.training import ROOT
+from tests.helpers.training import run_benchmark
 
 
 def test_every_arm_of_the_spec_gets_a_ratio_to_the_baseline(tmp_path):
     out = tmp_path / "cost.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.update_cost", "--spec", "sweeps/composite_probe.yaml"]
-        + ["--rounds", "2", "--updates", "1", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_benchmark(
+        "update_cost", "--spec", "sweeps/composite_probe.yaml", "--rounds", "2", "--updates", "1", "--out", str(out),
+    )  # fmt: skip
     arms = json.loads(out.read_text())["tasks"]["cartpole_balance"]
     assert set(arms) == {
         "semore-consistency",

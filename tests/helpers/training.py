@@ -50,6 +50,19 @@ def train(out: Path, *overrides: str, resume: bool = False, **popen) -> subproce
     )
 
 
+def run_benchmark(module: str, *args: str) -> None:
+    """`python -m benchmarks.<module> *args` from the repository root, as a user runs it; asserts
+    that it succeeded."""
+    run = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     """Waits for a run, asserts it succeeded and returns its output."""
     out, _ = proc.communicate(timeout=timeout)
