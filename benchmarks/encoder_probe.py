@@ -180,9 +180,8 @@ def main() -> None:
     )
     for name, entry in results["variants"].items():
         for point in entry["curve"]:
-            composited = [
-                point.get(f"composited {n}") for n in STATE
-            ]  # kept records may hold clean reads only
+            # A record kept from an earlier run may hold clean reads only.
+            composited = [point.get(f"composited {n}") for n in STATE]
             print(
                 f"{name:<34} {point['step']:>5} "
                 + " ".join(f"{point[n]:>9.3f}" for n in STATE)

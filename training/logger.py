@@ -25,17 +25,16 @@ class RunLogger:
         path = self.out_dir / f"{kind}.csv"
         columns = self._columns.get(kind)
         if columns is None:
+            columns = []
             if path.exists():  # a resumed run keeps appending under the existing header
                 with path.open() as f:
-                    columns = next(csv.reader(f), None)
-            if not columns:
-                columns = list(row)
-                with path.open("w", newline="") as f:
-                    csv.writer(f).writerow(columns)
+                    columns = next(csv.reader(f), [])
         if new := [name for name in row if name not in columns]:
             columns = [*columns, *new]
-            with path.open(newline="") as f:
-                earlier = list(csv.DictReader(f))
+            earlier = []
+            if path.exists():
+                with path.open(newline="") as f:
+                    earlier = list(csv.DictReader(f))
             with path.open("w", newline="") as f:
                 writer = csv.DictWriter(f, columns)
                 writer.writeheader()

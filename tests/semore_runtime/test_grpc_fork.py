@@ -11,13 +11,12 @@ import sys
 
 from tests.helpers.training import ROOT
 
-# A health server and a thread making calls on fresh channels, while the main thread starts
-# programs through fork (a preexec_fn makes subprocess fork, as imageio-ffmpeg's does); prints
-# how many of them failed to run.
+# semore_runtime imported first, then a health server and a thread making calls on fresh
+# channels, while the main thread starts programs through fork (a preexec_fn makes subprocess
+# fork, as imageio-ffmpeg's does); prints how many of them failed to run.
 CHILDREN_BESIDE_CALLS = """
-import os, subprocess, sys, threading
-if sys.argv[1] == "semore_runtime":
-    import semore_runtime
+import os, subprocess, threading
+import semore_runtime
 from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,21 +42,17 @@ print(failed)
 """
 
 
-def failed_children(first_import: str, env: dict[str, str] | None = None) -> int:
+def test_programs_started_beside_calls_all_run_once_semore_runtime_is_imported_first():
     run = subprocess.run(
-        [sys.executable, "-c", CHILDREN_BESIDE_CALLS, first_import],
+        [sys.executable, "-c", CHILDREN_BESIDE_CALLS],
         cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"} | (env or {}),
+        env={k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    return int(run.stdout.split()[-1])
-
-
-def test_programs_started_beside_calls_all_run_once_semore_runtime_is_imported_first():
-    assert failed_children("semore_runtime") == 0
+    assert int(run.stdout.split()[-1]) == 0
 
 
 def test_a_fork_setting_in_the_environment_is_kept():
