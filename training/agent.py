@@ -229,7 +229,11 @@ class Agent(ABC):
         rows = clean if consistency else len(feature)
         q1, q2 = self.critic(feature[:rows], with_views(batch.action, rows))
         target_q = with_views(target_q, rows)
-        metrics = {"critic": F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)}
+        # A weighted mean over rows: the composited ones count composite_weight each.
+        weight = torch.ones_like(target_q)
+        weight[clean:] = self.config.augment.composite_weight
+        weight = weight / weight.sum()
+        metrics = {"critic": (weight * ((q1 - target_q) ** 2 + (q2 - target_q) ** 2)).sum()}
         terms = {"critic": metrics["critic"]}
         if rows > clean:
             # The composited views' share of the TD error, on its own: whether the critic reads

@@ -208,6 +208,12 @@ class AugmentConfig(Strict):
         "consistency: the critic reads clean views only, and each composited view's feature is "
         "pulled to its clean view's, held fixed",
     )
+    composite_weight: float = Field(
+        1.0,
+        ge=0,
+        description="composite_loss=critic: each composited view's share of the TD loss against a "
+        "clean view's (1: every row alike, as SVEA's batch; below 1, the clean rows lead the critic)",
+    )
     composite_from_frames: int = Field(
         0,
         ge=0,

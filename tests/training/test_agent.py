@@ -235,6 +235,25 @@ def test_composited_views_join_the_critic_batch_from_composite_from_frames_on():
     assert critic_rows[first] == n + n // 2 and float(after["critic_composited"]) > 0
 
 
+def test_composite_weight_sets_the_composited_views_share_of_the_td_loss():
+    def first_update(weight):
+        torch.manual_seed(0)
+        config = config_with("augment.composite=0.5", f"augment.composite_weight={weight}")
+        agent = make_agent(config, 1, CPU)
+        metrics = agent.update(synthetic_batch(config, 1, np.random.default_rng(0)), frames=0)
+        return float(metrics["critic"]), float(metrics["critic_composited"])
+
+    n = config_with().agent.batch_size
+    m = n // 2
+    clean_only, composited = first_update(0.0)  # the same views and the same TD errors each time
+    for weight in (0.25, 1.0):
+        critic, _ = first_update(weight)
+        assert critic == pytest.approx(
+            (n * clean_only + weight * m * composited) / (n + weight * m), rel=1e-5
+        )
+    assert composited != pytest.approx(clean_only)
+
+
 def test_the_actor_learns_on_the_clean_views_only():
     torch.manual_seed(0)
     config = config_with("encoder.gate=true", "augment.composite=0.5")
