@@ -1,8 +1,9 @@
 """semore-report: a sweep's statistics as JSON, markdown and PNGs.
 
 IQM and mean with bootstrap CIs, the IQM of the area under the learning curve, probability of
-improvement over the baseline arm on both, IQM curves, frames to threshold, and retention under
-perturbations.
+improvement over the baseline arm on both, IQM curves, frames to threshold, and under each
+perturbation the retention (perturbed / clean return) and the perturbed return itself (its IQM and
+P(improvement)): a policy that learned little keeps most of its little.
 
     semore-report sweeps-out/NAME [--out DIR] [--json benchmarks/results/evidence_cpu.json]
                   [--curves PATH] [--reps 2000] [--seed 0]
@@ -150,6 +151,9 @@ def empty_arm(perturbations: list[str]) -> dict:
         "auc_prob_improvement": None,
         "frames_to_threshold": {"median": None, "reached": 0, "per_run": {}},
         "retention": {p: {"mean": None, "ci_low": None, "ci_high": None} for p in perturbations},
+        "perturbed": {
+            p: {"iqm": None, "ci_low": None, "ci_high": None, "prob_improvement": None} for p in perturbations
+        },
         "curve": [],
         "commits": [],
     }
@@ -210,6 +214,23 @@ def summarise_arm(
         point, low, high = stats.pooled_interval(ratios, stats.mean, reps, seed) if ratios else (None,) * 3
         entry["retention"][name] = {"mean": point, "ci_low": low, "ci_high": high}
 
+    entry["perturbed"] = {}
+    for name in perturbations:
+
+        def perturbed(run: Run, name: str = name) -> float | None:
+            return normalise(run.perturbed[name], run.task, spec) if name in run.perturbed else None
+
+        values = [x for x in per_task(runs, tasks, perturbed) if len(x)]
+        point, low, high = stats.pooled_interval(values, stats.iqm, reps, seed) if values else (None,) * 3
+        entry["perturbed"][name] = {
+            "iqm": point,
+            "ci_low": low,
+            "ci_high": high,
+            "prob_improvement": None
+            if is_baseline
+            else improvement(runs, baseline, tasks, perturbed, reps, seed),
+        }
+
     curves = [[normalised_curve(r, spec) for r in rs] for rs in by_task]
     entry["curve"] = stats.iqm_curve(curves, horizon, reps, seed)
     entry["commits"] = sorted({r.commit for r in runs if r.commit})
@@ -251,11 +272,12 @@ def build_report(sweep: Path, reps: int = 2000, seed: int = 0) -> dict:
             "each finished run's final policy; a run's area under the curve (auc) is the mean of its "
             "normalised evaluation returns at the auc_window frame counts (those every run was evaluated "
             f"at from {AUC_START_FRAMES} frames on, an early-stopped run's last return carried forward); "
-            "iqm/ci, mean/ci, auc_iqm, IQM curves and retention (perturbed / clean return) carry 95% "
-            "stratified percentile bootstrap CIs (runs resampled within each task) from "
-            f"scipy.stats.bootstrap, {reps} resamples, seed {seed}; prob_improvement (final score) and "
-            f"auc_prob_improvement (auc), P(a run beats a run of the baseline '{spec['baseline']}'), "
-            "resample both arms the same way. rliable was not used: its dependency arch 7.2.0 does not "
+            "iqm/ci, mean/ci, auc_iqm, IQM curves, retention (perturbed / clean return, mean over runs) "
+            "and perturbed (the IQM of the normalised return of the final policy under each perturbation) "
+            "carry 95% stratified percentile bootstrap CIs (runs resampled within each task) from "
+            f"scipy.stats.bootstrap, {reps} resamples, seed {seed}; prob_improvement (final score), "
+            "auc_prob_improvement (auc) and perturbed.*.prob_improvement (perturbed return), P(a run "
+            f"beats a run of the baseline '{spec['baseline']}'), resample both arms the same way. rliable was not used: its dependency arch 7.2.0 does not "
             "import with pandas 3.1.1 (TypeError in deprecate_kwarg)"
         ),
         "tasks": list(spec["tasks"]),
@@ -275,7 +297,7 @@ def _probability(entry: dict | None) -> str:
 
 def markdown(report: dict, perturbations: list[str]) -> str:
     """One row per arm: the scores, the area under the curve, P(improvement) on each, frames to
-    threshold, then retention per perturbation."""
+    threshold, then retention per perturbation; then a second table of the perturbed returns."""
     window = report["auc_window"]
     head = [
         "arm",
@@ -306,6 +328,25 @@ def markdown(report: dict, perturbations: list[str]) -> str:
                 for p in perturbations
             ),
         ]
+        lines.append("| " + " | ".join(cells) + " |")
+    # The perturbed return itself, beside the retention: which final policy does best under each.
+    lines += [
+        "",
+        "| arm | "
+        + " | ".join(f"{p}: IQM [95% CI], P(> {report['baseline']})" for p in perturbations)
+        + " |",
+    ]
+    lines.append("|" + "---|" * (1 + len(perturbations)))
+    for arm, e in report["arms"].items():
+        cells = [arm]
+        for p in perturbations:
+            r = e["perturbed"][p]
+            cell = _ci(r["iqm"], r["ci_low"], r["ci_high"])
+            cells.append(
+                cell
+                if r["prob_improvement"] is None
+                else f"{cell}, {r['prob_improvement']['probability']:.2f}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -158,6 +158,12 @@ def test_a_report_of_a_finished_sweep(finished_sweep, tmp_path, capsys):
         "ci_low": pytest.approx(0.5),
         "ci_high": pytest.approx(0.5),
     }
+    # Under colors: semore 0.63, 0.72, 0.81 of the range, pixel 0.15, 0.2, 0.25.
+    colors = semore["perturbed"]["colors"]
+    assert colors["iqm"] == pytest.approx(0.72) and 0.63 <= colors["ci_low"] < colors["ci_high"] <= 0.81
+    assert colors["prob_improvement"] == certain
+    assert pixel["perturbed"]["colors"]["iqm"] == pytest.approx(0.2)
+    assert pixel["perturbed"]["colors"]["prob_improvement"] is None
     # semore's seeds reach 800 at 30k (800), 30k (900) and never (700): median 30k, 2 of 3.
     assert semore["frames_to_threshold"] == {
         "median": 30000,
@@ -230,6 +236,26 @@ def test_the_area_ranks_how_fast_an_arm_learns_where_the_final_score_ranks_where
     assert arms["pixel"]["auc_iqm"]["iqm"] == pytest.approx((0.35 + 0.4 + 0.5) / 3)
     assert arms["semore"]["prob_improvement"]["probability"] == 1.0
     assert arms["semore"]["auc_prob_improvement"] == {"probability": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+
+
+def test_a_policy_that_keeps_all_of_little_is_not_ranked_above_one_that_keeps_half_of_much(make_sweep):
+    sweep = make_sweep(
+        {"pixel": [800.0, 900.0, 1000.0], "semore": [300.0, 350.0, 400.0]}, {"pixel": 0.5, "semore": 1.0}
+    )
+    assert semore_report([str(sweep), "--reps", "500"]) == 0
+    arms = json.loads((sweep / "report/report.json").read_text())["arms"]
+    assert arms["semore"]["retention"]["colors"]["mean"] == pytest.approx(1.0)
+    assert arms["pixel"]["retention"]["colors"]["mean"] == pytest.approx(0.5)
+    # Under colors semore returns 300, 350, 400 and pixel 400, 450, 500: one tie in nine pairs.
+    semore = arms["semore"]["perturbed"]["colors"]
+    assert semore["iqm"] == pytest.approx(0.35) and arms["pixel"]["perturbed"]["colors"][
+        "iqm"
+    ] == pytest.approx(0.45)
+    assert semore["prob_improvement"]["probability"] == pytest.approx(0.5 / 9)
+    table = (sweep / "report/report.md").read_text()
+    assert "| arm | colors: IQM [95% CI], P(> pixel) |" in table
+    semore_row = next(line for line in table.splitlines() if line.startswith("| semore | 0.350 ["))
+    assert semore_row.endswith("], 0.06 |") and "| pixel | 0.450 [" in table
 
 
 def test_arms_of_a_single_run_compare(make_sweep):
