@@ -39,6 +39,10 @@ from training.perturb import perturbation_name
 AUC_START_FRAMES = 5000
 
 
+# Retention's mean with its interval, and its IQM with its own, which a target over seeds reads.
+RETENTION_KEYS = ("mean", "ci_low", "ci_high", "iqm", "iqm_ci_low", "iqm_ci_high")
+
+
 @dataclass
 class Run:
     task: str
@@ -150,7 +154,7 @@ def empty_arm(perturbations: list[str]) -> dict:
         "prob_improvement": None,
         "auc_prob_improvement": None,
         "frames_to_threshold": {"median": None, "reached": 0, "per_run": {}},
-        "retention": {p: {"mean": None, "ci_low": None, "ci_high": None} for p in perturbations},
+        "retention": {p: dict.fromkeys(RETENTION_KEYS) for p in perturbations},
         "perturbed": {
             p: {"iqm": None, "ci_low": None, "ci_high": None, "prob_improvement": None} for p in perturbations
         },
@@ -212,7 +216,17 @@ def summarise_arm(
         ratios = [np.array([v for v in task if v is not None]) for task in per_run]
         ratios = [x for x in ratios if len(x)]
         point, low, high = stats.pooled_interval(ratios, stats.mean, reps, seed) if ratios else (None,) * 3
-        entry["retention"][name] = {"mean": point, "ci_low": low, "ci_high": high}
+        middle, middle_low, middle_high = (
+            stats.pooled_interval(ratios, stats.iqm, reps, seed) if ratios else (None,) * 3
+        )
+        entry["retention"][name] = {
+            "mean": point,
+            "ci_low": low,
+            "ci_high": high,
+            "iqm": middle,
+            "iqm_ci_low": middle_low,
+            "iqm_ci_high": middle_high,
+        }
 
     entry["perturbed"] = {}
     for name in perturbations:
@@ -272,7 +286,7 @@ def build_report(sweep: Path, reps: int = 2000, seed: int = 0) -> dict:
             "each finished run's final policy; a run's area under the curve (auc) is the mean of its "
             "normalised evaluation returns at the auc_window frame counts (those every run was evaluated "
             f"at from {AUC_START_FRAMES} frames on, an early-stopped run's last return carried forward); "
-            "iqm/ci, mean/ci, auc_iqm, IQM curves, retention (perturbed / clean return, mean over runs) "
+            "iqm/ci, mean/ci, auc_iqm, IQM curves, retention (perturbed / clean return; its mean, and its iqm with iqm_ci) "
             "and perturbed (the IQM of the normalised return of the final policy under each perturbation) "
             "carry 95% stratified percentile bootstrap CIs (runs resampled within each task) from "
             f"scipy.stats.bootstrap, {reps} resamples, seed {seed}; prob_improvement (final score), "

@@ -153,11 +153,9 @@ def test_a_report_of_a_finished_sweep(finished_sweep, tmp_path, capsys):
     certain = {"probability": 1.0, "ci_low": 1.0, "ci_high": 1.0}
     assert semore["prob_improvement"] == semore["auc_prob_improvement"] == certain
     assert semore["retention"]["colors"]["mean"] == pytest.approx(0.9)
-    assert pixel["retention"]["colors"] == {
-        "mean": pytest.approx(0.5),
-        "ci_low": pytest.approx(0.5),
-        "ci_high": pytest.approx(0.5),
-    }
+    assert pixel["retention"]["colors"] == dict.fromkeys(
+        ("mean", "ci_low", "ci_high", "iqm", "iqm_ci_low", "iqm_ci_high"), pytest.approx(0.5)
+    )
     # Under colors: semore 0.63, 0.72, 0.81 of the range, pixel 0.15, 0.2, 0.25.
     colors = semore["perturbed"]["colors"]
     assert colors["iqm"] == pytest.approx(0.72) and 0.63 <= colors["ci_low"] < colors["ci_high"] <= 0.81
@@ -245,6 +243,7 @@ def test_a_policy_that_keeps_all_of_little_is_not_ranked_above_one_that_keeps_ha
     assert semore_report([str(sweep), "--reps", "500"]) == 0
     arms = json.loads((sweep / "report/report.json").read_text())["arms"]
     assert arms["semore"]["retention"]["colors"]["mean"] == pytest.approx(1.0)
+    assert arms["semore"]["retention"]["colors"]["iqm"] == pytest.approx(1.0)
     assert arms["pixel"]["retention"]["colors"]["mean"] == pytest.approx(0.5)
     # Under colors semore returns 300, 350, 400 and pixel 400, 450, 500: one tie in nine pairs.
     semore = arms["semore"]["perturbed"]["colors"]
@@ -256,6 +255,17 @@ def test_a_policy_that_keeps_all_of_little_is_not_ranked_above_one_that_keeps_ha
     assert "| arm | colors: IQM [95% CI], P(> pixel) |" in table
     semore_row = next(line for line in table.splitlines() if line.startswith("| semore | 0.350 ["))
     assert semore_row.endswith("], 0.06 |") and "| pixel | 0.450 [" in table
+
+
+def test_retention_has_an_iqm_beside_its_mean(make_sweep):
+    sweep = make_sweep({"pixel": [500.0] * 5}, {"pixel": 1.0})
+    for seed, kept in enumerate([0.0, 0.5, 0.6, 0.7, 1.0], start=1):
+        colors = sweep / f"trials/cartpole_balance/pixel/seed{seed}/eval/colors.json"
+        colors.write_text(json.dumps({"mean_return": 500.0 * kept}))
+    assert semore_report([str(sweep), "--reps", "500"]) == 0
+    colors = json.loads((sweep / "report/report.json").read_text())["arms"]["pixel"]["retention"]["colors"]
+    assert colors["mean"] == pytest.approx(0.56) and colors["iqm"] == pytest.approx(0.6)
+    assert colors["iqm_ci_low"] <= 0.6 <= colors["iqm_ci_high"]
 
 
 def test_arms_of_a_single_run_compare(make_sweep):
