@@ -286,13 +286,14 @@ def build_report(sweep: Path, reps: int = 2000, seed: int = 0) -> dict:
             "each finished run's final policy; a run's area under the curve (auc) is the mean of its "
             "normalised evaluation returns at the auc_window frame counts (those every run was evaluated "
             f"at from {AUC_START_FRAMES} frames on, an early-stopped run's last return carried forward); "
-            "iqm/ci, mean/ci, auc_iqm, IQM curves, retention (perturbed / clean return; its mean, and its iqm with iqm_ci) "
-            "and perturbed (the IQM of the normalised return of the final policy under each perturbation) "
-            "carry 95% stratified percentile bootstrap CIs (runs resampled within each task) from "
-            f"scipy.stats.bootstrap, {reps} resamples, seed {seed}; prob_improvement (final score), "
-            "auc_prob_improvement (auc) and perturbed.*.prob_improvement (perturbed return), P(a run "
-            f"beats a run of the baseline '{spec['baseline']}'), resample both arms the same way. rliable was not used: its dependency arch 7.2.0 does not "
-            "import with pandas 3.1.1 (TypeError in deprecate_kwarg)"
+            "iqm/ci, mean/ci, auc_iqm, IQM curves, retention (perturbed / clean return; its mean, "
+            "and its iqm with iqm_ci) and perturbed (the IQM of the final policy's normalised return "
+            "under each perturbation) carry 95% stratified percentile bootstrap CIs (runs resampled "
+            f"within each task) from scipy.stats.bootstrap, {reps} resamples, seed {seed}; "
+            "prob_improvement (final score), auc_prob_improvement (auc) and "
+            "perturbed.*.prob_improvement (perturbed return), P(a run beats a run of the baseline "
+            f"'{spec['baseline']}'), resample both arms the same way. rliable was not used: its "
+            "dependency arch 7.2.0 does not import with pandas 3.1.1 (TypeError in deprecate_kwarg)"
         ),
         "tasks": list(spec["tasks"]),
         "arms": arms,
