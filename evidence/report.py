@@ -125,6 +125,14 @@ def per_task(runs: list[Run], tasks: list[str], value: Callable[[Run], float | N
     return [np.array([v for r in runs if r.task == t and (v := value(r)) is not None]) for t in tasks]
 
 
+def interval(
+    runs: list[Run], tasks: list[str], value: Callable[[Run], float | None], aggregate, reps: int, seed: int
+) -> tuple:
+    """`aggregate` over the runs' values with its stratified interval; three Nones where no run has one."""
+    values = [x for x in per_task(runs, tasks, value) if len(x)]
+    return stats.pooled_interval(values, aggregate, reps, seed) if values else (None,) * 3
+
+
 def improvement(
     runs: list[Run],
     baseline: list[Run],
@@ -191,8 +199,7 @@ def summarise_arm(
     entry["mean"], entry["mean_ci_low"], entry["mean_ci_high"] = stats.pooled_interval(
         scores, stats.mean, reps, seed
     )
-    areas = [x for x in per_task(runs, tasks, area) if len(x)]
-    point, low, high = stats.pooled_interval(areas, stats.iqm, reps, seed) if areas else (None,) * 3
+    point, low, high = interval(runs, tasks, area, stats.iqm, reps, seed)
     entry["auc_iqm"] = {"iqm": point, "ci_low": low, "ci_high": high}
 
     # The baseline against itself is a coin toss by construction, not a finding: left null.
@@ -208,34 +215,19 @@ def summarise_arm(
         "per_run": reached,
     }
 
-    entry["retention"] = {}
+    entry["retention"], entry["perturbed"] = {}, {}
     for name in perturbations:
-        per_run = [
-            [stats.retention(r.perturbed[name], r.clean) for r in rs if name in r.perturbed] for rs in by_task
-        ]
-        ratios = [np.array([v for v in task if v is not None]) for task in per_run]
-        ratios = [x for x in ratios if len(x)]
-        point, low, high = stats.pooled_interval(ratios, stats.mean, reps, seed) if ratios else (None,) * 3
-        middle, middle_low, middle_high = (
-            stats.pooled_interval(ratios, stats.iqm, reps, seed) if ratios else (None,) * 3
-        )
-        entry["retention"][name] = {
-            "mean": point,
-            "ci_low": low,
-            "ci_high": high,
-            "iqm": middle,
-            "iqm_ci_low": middle_low,
-            "iqm_ci_high": middle_high,
-        }
 
-    entry["perturbed"] = {}
-    for name in perturbations:
+        def kept(run: Run, name: str = name) -> float | None:
+            return stats.retention(run.perturbed[name], run.clean) if name in run.perturbed else None
 
         def perturbed(run: Run, name: str = name) -> float | None:
             return normalise(run.perturbed[name], run.task, spec) if name in run.perturbed else None
 
-        values = [x for x in per_task(runs, tasks, perturbed) if len(x)]
-        point, low, high = stats.pooled_interval(values, stats.iqm, reps, seed) if values else (None,) * 3
+        mean = interval(runs, tasks, kept, stats.mean, reps, seed)
+        middle = interval(runs, tasks, kept, stats.iqm, reps, seed)
+        entry["retention"][name] = dict(zip(RETENTION_KEYS, (*mean, *middle), strict=True))
+        point, low, high = interval(runs, tasks, perturbed, stats.iqm, reps, seed)
         entry["perturbed"][name] = {
             "iqm": point,
             "ci_low": low,

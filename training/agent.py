@@ -230,17 +230,17 @@ class Agent(ABC):
         q1, q2 = self.critic(feature[:rows], with_views(batch.action, rows))
         target_q = with_views(target_q, rows)
         # A weighted mean over rows: the composited ones count composite_weight each.
-        weight = torch.ones_like(target_q)
-        weight[clean:] = self.config.augment.composite_weight
-        weight = weight / weight.sum()
-        metrics = {"critic": (weight * ((q1 - target_q) ** 2 + (q2 - target_q) ** 2)).sum()}
+        errors = (q1 - target_q) ** 2 + (q2 - target_q) ** 2
+        weight = self.config.augment.composite_weight
+        metrics = {
+            "critic": (errors[:clean].sum() + weight * errors[clean:].sum())
+            / (clean + weight * (rows - clean))
+        }
         terms = {"critic": metrics["critic"]}
         if rows > clean:
             # The composited views' share of the TD error, on its own: whether the critic reads
             # them as well as the clean ones, or fights them.
-            with torch.no_grad():
-                q1_c, q2_c, target_c = q1[clean:], q2[clean:], target_q[clean:]
-                metrics["critic_composited"] = F.mse_loss(q1_c, target_c) + F.mse_loss(q2_c, target_c)
+            metrics["critic_composited"] = errors[clean:].detach().mean()
         if consistency:
             # The encoder alone learns that background does not matter; the critic's own data
             # stays the clean replay, so its pace is the clean learner's.
