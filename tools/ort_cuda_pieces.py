@@ -191,9 +191,14 @@ def join(folder: Path, out: Path) -> list[Path]:
     return wheels
 
 
+def ignored(folder: Path) -> bool:
+    """Whether git ignores `folder`, also before it exists: asked as a folder (trailing slash),
+    since a pattern such as `/.ort/` matches folders only."""
+    return subprocess.run(["git", "check-ignore", "-q", f"{folder}/"], cwd=ROOT).returncode == 0
+
+
 def build(out: Path, max_piece_mib: float) -> int:
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(out)], cwd=ROOT).returncode == 0
-    if not ignored:  # else the bundle would travel with every call's working tree
+    if not ignored(out):  # else the bundle would travel with every call's working tree
         print(f"{out} is not ignored by git: add it to .git/info/exclude first", file=sys.stderr)
         return 1
     wheels = download(out / "downloads")

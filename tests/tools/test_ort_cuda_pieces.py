@@ -15,7 +15,7 @@ import pytest
 from tests.helpers.training import ROOT
 from tests.helpers.wheels import make_wheel
 from tools.gpu_bundle import LIMIT_MIB, normalize, tree_bytes
-from tools.ort_cuda_pieces import ORT, SERVE, PiecesError, check, join, pack, split, store
+from tools.ort_cuda_pieces import ORT, SERVE, PiecesError, check, ignored, join, pack, split, store
 
 KIB = 1024
 
@@ -100,6 +100,13 @@ def test_the_device_lacks_or_may_hold_too_old_what_serving_needs_pinned_as_the_p
     carried = dict(w.split("==") for w in [ORT, *SERVE])
     for name in ("grpcio", "protobuf", "grpcio-health-checking", "grpcio-reflection", "pydantic"):
         assert carried[name] == pins[name], name
+
+
+def test_the_bundle_folders_count_as_ignored_before_they_are_made():
+    # In a fresh clone none of them exists yet; `build` refuses a folder that would travel.
+    for name in (".ort", ".whl", ".gl"):
+        assert ignored(ROOT / name), name
+    assert not ignored(ROOT / "tools")
 
 
 def test_the_built_bundle_is_intact_and_each_piece_fits_one_call():
