@@ -108,7 +108,7 @@ import onnxruntime as ort
 
 here = os.path.dirname(ort.__file__)
 print(f"python {sys.executable}; onnxruntime {ort.__version__} from {here}; providers {ort.get_available_providers()}")
-for name in ("grpc", "google.protobuf", "pydantic"):
+for name in ("grpc", "google.protobuf", "pydantic", "prometheus_client"):
     try:
         module = importlib.import_module(name)
         print(f"{name} {getattr(module, '__version__', getattr(module, 'VERSION', '?'))} from {os.path.dirname(module.__file__)}")

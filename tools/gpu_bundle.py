@@ -49,11 +49,11 @@ WHEELS = [
     "imageio-ffmpeg==0.5.1",
 ]
 # The device's own packages (KINDS.md, "Python packages already there"), as far as the wheels
-# above and the training, export and evaluation code need them.
+# above and the training, export, evaluation and serving code need them.
 DEVICE = {
     "absl-py", "attrs", "etils", "fsspec", "grpcio", "imageio", "lxml", "matplotlib", "numpy",
-    "onnx", "onnxruntime", "opencv-python-headless", "packaging", "pillow", "protobuf",
-    "pyparsing", "pyyaml", "requests", "scipy", "setuptools", "tensorboard", "torch",
+    "onnx", "onnxruntime", "opencv-python-headless", "packaging", "pillow", "prometheus-client",
+    "protobuf", "pyparsing", "pyyaml", "requests", "scipy", "setuptools", "tensorboard", "torch",
     "torchvision", "tqdm", "triton", "typing-extensions", "wrapt", "zipp",
 }  # fmt: skip
 # Required by a carried wheel, imported only by code that the device runs never reach.

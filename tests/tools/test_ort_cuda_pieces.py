@@ -5,16 +5,18 @@ is unpacked. The built bundle (.ort/, about 200 MiB) is checked when it is there
 import base64
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 
 import pytest
 
 from tests.helpers.training import ROOT
 from tests.helpers.wheels import make_wheel
-from tools.gpu_bundle import LIMIT_MIB, normalize, tree_bytes
+from tools.gpu_bundle import DEVICE, LIMIT_MIB, normalize, tree_bytes
 from tools.ort_cuda_pieces import ORT, SERVE, PiecesError, check, ignored, join, pack, split, store
 
 KIB = 1024
@@ -100,6 +102,13 @@ def test_the_device_lacks_or_may_hold_too_old_what_serving_needs_pinned_as_the_p
     carried = dict(w.split("==") for w in [ORT, *SERVE])
     for name in ("grpcio", "protobuf", "grpcio-health-checking", "grpcio-reflection", "pydantic"):
         assert carried[name] == pins[name], name
+
+
+def test_every_package_semore_serve_imports_is_carried_or_on_the_device():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    carried = {normalize(w.split("==")[0]) for w in [ORT, *SERVE]}
+    for need in [*project["dependencies"], *project["optional-dependencies"]["serve"]]:
+        assert normalize(re.split(r"[\s<>=!~;\[]", need)[0]) in carried | DEVICE, need
 
 
 def test_the_bundle_folders_count_as_ignored_before_they_are_made():
