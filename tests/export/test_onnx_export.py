@@ -225,60 +225,22 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback(exported):
     assert ort.get_available_providers()
 
 
+def _command(module: str, *args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
 def test_export_and_eval_commands(tmp_path):
     make_checkpoint(tmp_path / "checkpoint.pt", "semore")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export.cli",
-            "--checkpoint",
-            str(tmp_path / "checkpoint.pt"),
-            "--out",
-            str(tmp_path / "p.onnx"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _command("export.cli", "--checkpoint", tmp_path / "checkpoint.pt", "--out", tmp_path / "p.onnx")
     assert out.returncode == 0, out.stderr
     assert "parity vs torch" in out.stdout
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.evaluate",
-            "--model",
-            str(tmp_path / "p.onnx"),
-            "--episodes",
-            "1",
-            "--json",
-            str(tmp_path / "e.json"),
-            "--perturb",
-            "occlusion",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _command(
+        "training.evaluate", "--model", tmp_path / "p.onnx", "--episodes", 1,
+        "--json", tmp_path / "e.json", "--perturb", "occlusion",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "return" in result.stdout and "p99" in result.stdout
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export.cli",
-            "--checkpoint",
-            str(tmp_path / "none.pt"),
-            "--out",
-            str(tmp_path / "x.onnx"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    missing = _command("export.cli", "--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "x.onnx")
     assert missing.returncode == 1 and "no checkpoint" in missing.stderr
     assert not (tmp_path / "x.onnx").exists()
