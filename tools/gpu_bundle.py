@@ -112,16 +112,21 @@ def drop_stale(out: Path) -> list[str]:
     return [w.name for w in stale]
 
 
+def requirement_name(requirement: str) -> str:
+    """The normalized project name of a requirement: 'dm_control>=1.0; python_version>"3"' -> dm-control."""
+    return normalize(re.match(r"[A-Za-z0-9._-]+", requirement.strip()).group())
+
+
 def requirements(wheel: Path) -> list[str]:
     """The project names a wheel requires outside its extras."""
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         lines = z.read(meta).decode().splitlines()
-    names = []
-    for line in lines:
-        if line.startswith("Requires-Dist:") and "extra ==" not in line:
-            names.append(normalize(re.match(r"[A-Za-z0-9._-]+", line.split(":", 1)[1].strip()).group()))
-    return names
+    return [
+        requirement_name(line.split(":", 1)[1])
+        for line in lines
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
 
 
 def unmet(wheels: list[Path]) -> list[str]:

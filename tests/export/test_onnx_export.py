@@ -1,8 +1,5 @@
 """Export: parity with torch, the spec inside the file, clear errors, agreement in simulation."""
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +8,7 @@ import torch
 from export.onnx_export import FP32_TOLERANCE, ParityError, export_checkpoint, policy_spec
 from semore_runtime.policy import OnnxPolicy, PolicyLoadError
 from semore_runtime.spec import SPEC_METADATA_KEY, PolicySpec
-from tests.helpers.training import CARTPOLE, ROOT, TINY, make_checkpoint, save_checkpoint
+from tests.helpers.training import CARTPOLE, TINY, make_checkpoint, run_module, save_checkpoint
 from training.agent import make_agent
 from training.checkpoint import Checkpoint
 from training.config import load_config
@@ -225,22 +222,17 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback(exported):
     assert ort.get_available_providers()
 
 
-def _command(module: str, *args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", module, *map(str, args)]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
 def test_export_and_eval_commands(tmp_path):
     make_checkpoint(tmp_path / "checkpoint.pt", "semore")
-    out = _command("export.cli", "--checkpoint", tmp_path / "checkpoint.pt", "--out", tmp_path / "p.onnx")
+    out = run_module("export.cli", "--checkpoint", tmp_path / "checkpoint.pt", "--out", tmp_path / "p.onnx")
     assert out.returncode == 0, out.stderr
     assert "parity vs torch" in out.stdout
-    result = _command(
+    result = run_module(
         "training.evaluate", "--model", tmp_path / "p.onnx", "--episodes", 1,
         "--json", tmp_path / "e.json", "--perturb", "occlusion",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "return" in result.stdout and "p99" in result.stdout
-    missing = _command("export.cli", "--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "x.onnx")
+    missing = run_module("export.cli", "--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "x.onnx")
     assert missing.returncode == 1 and "no checkpoint" in missing.stderr
     assert not (tmp_path / "x.onnx").exists()

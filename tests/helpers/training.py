@@ -50,16 +50,16 @@ def train(out: Path, *overrides: str, resume: bool = False, **popen) -> subproce
     )
 
 
+def run_module(module: str, *args) -> subprocess.CompletedProcess:
+    """`python -m <module> *args` from the repository root, as a user runs it (paths and numbers
+    as arguments are passed as text)."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 def run_benchmark(module: str, *args: str) -> None:
-    """`python -m benchmarks.<module> *args` from the repository root, as a user runs it; asserts
-    that it succeeded."""
-    run = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """`python -m benchmarks.<module> *args`; asserts that it succeeded."""
+    run = run_module(f"benchmarks.{module}", *args)
     assert run.returncode == 0, run.stderr[-3000:]
 
 

@@ -5,7 +5,6 @@ is unpacked. The built bundle (.ort/, about 200 MiB) is checked when it is there
 import base64
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from tests.helpers.training import ROOT
 from tests.helpers.wheels import make_wheel
-from tools.gpu_bundle import DEVICE, LIMIT_MIB, normalize, tree_bytes
+from tools.gpu_bundle import DEVICE, LIMIT_MIB, normalize, requirement_name, tree_bytes
 from tools.ort_cuda_pieces import ORT, SERVE, PiecesError, check, ignored, join, pack, split, store
 
 KIB = 1024
@@ -106,9 +105,9 @@ def test_the_device_lacks_or_may_hold_too_old_what_serving_needs_pinned_as_the_p
 
 def test_every_package_semore_serve_imports_is_carried_or_on_the_device():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    carried = {normalize(w.split("==")[0]) for w in [ORT, *SERVE]}
+    carried = {requirement_name(w) for w in [ORT, *SERVE]}
     for need in [*project["dependencies"], *project["optional-dependencies"]["serve"]]:
-        assert normalize(re.split(r"[\s<>=!~;\[]", need)[0]) in carried | DEVICE, need
+        assert requirement_name(need) in carried | DEVICE, need
 
 
 def test_the_bundle_folders_count_as_ignored_before_they_are_made():
